@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+import pytest
+
+from unet_core.cli import main
+
+
+def test_help_lists_every_stage(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("prepare", "train", "predict", "segment", "evaluate", "report"):
+        assert stage in out
+
+
+def test_options_come_from_the_config_dataclasses(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--tile-size" in out and "--augment, --no-augment" in out
+
+
+def test_user_error_is_one_line_and_exit_code_2(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unet_core",
+            "predict",
+            str(tmp_path / "none.pt"),
+            "x.tif",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("unet-core predict: error:")
+    assert "none.pt: no such checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_tile_size_names_the_fix(tmp_path, capsys):
+    code = main(["train", str(tmp_path / "d"), str(tmp_path / "m"), "--depth", "2", "--tile-size", "102"])
+    assert code == 2
+    assert "valid_input_size(102, 2) = 104" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["prepare"], ["nonsense"]])
+def test_usage_errors_exit_nonzero(argv):
+    assert main(argv) == 2

@@ -1,0 +1,51 @@
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import zarr
+
+from unet_core import io
+from unet_core.evaluate import as_probability, evaluate_files
+
+
+def test_perfect_prediction_scores_zero_and_baseline_is_scored(tiny_store, tmp_path):
+    cells = zarr.open_group(str(tiny_store), mode="r")["labels/cells/0"][...]
+    io.write_image(tmp_path / "p.ome.zarr", cells)  # uint8 0/255 = a perfect probability map
+    summary = evaluate_files(tmp_path / "p.ome.zarr", tiny_store, tmp_path / "eval" / "metrics.csv")
+    unet = summary[summary["method"] == "unet"].set_index("metric")["value"]
+    assert unet["pixel_error"] == 0 and unet["rand_error"] == 0 and unet["warping_error"] == 0
+    baseline = summary[summary["method"] == "intensity_threshold"].set_index("metric")["value"]
+    assert baseline["rand_error"] > 0
+    assert (summary["slices"] == "4:5").all()  # the held-out test slice
+    written = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    assert written.columns.tolist() == ["method", "metric", "value", "threshold", "slices"]
+    assert (tmp_path / "eval" / "metrics_per_threshold.csv").is_file()
+    assert (tmp_path / "eval" / "metrics_per_slice.csv").is_file()
+
+
+def test_plain_label_volume_and_slice_range(tmp_path):
+    labels = np.full((3, 20, 20), 255, np.uint8)
+    labels[:, 10, :] = 0
+    tifffile.imwrite(tmp_path / "gt.tif", labels, photometric="minisblack")
+    prob = labels.astype(np.float32) / 255
+    prob[2, 10, 3:5] = 1.0  # a two-pixel gap: a merge in slice 2 only
+    io.write_image(tmp_path / "p.ome.zarr", prob)
+    whole = evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "a.csv", slices="all")
+    first = evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "b.csv", slices="0:2")
+    assert set(whole["method"]) == {"unet"}
+    value = lambda frame, m: frame.set_index("metric").loc[m, "value"]  # noqa: E731
+    assert value(whole, "rand_error") > 0 and value(first, "rand_error") == 0
+
+
+def test_shape_mismatch_and_bad_slices_are_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "gt.tif", np.full((2, 8, 8), 255, np.uint8))
+    io.write_image(tmp_path / "p.ome.zarr", np.ones((2, 8, 9), np.float32))
+    with pytest.raises(io.VolumeError, match="p.ome.zarr: shape"):
+        evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "m.csv")
+    with pytest.raises(ValueError, match="--slices must be"):
+        evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "m.csv", slices="x")
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_uint8_probabilities_are_scaled():
+    assert as_probability(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]

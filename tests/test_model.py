@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from unet_core.model import (
+    UNet,
+    UNetConfig,
+    context,
+    output_size,
+    valid_input_size,
+    valid_output_size,
+)
+
+
+def _simulated_output(n: int, depth: int) -> int | None:
+    """Side lengths through the network by hand: valid convs lose 4, pools halve (even sides only)."""
+    for _ in range(depth):
+        n -= 4
+        if n <= 0 or n % 2:
+            return None
+        n //= 2
+    n -= 4
+    for _ in range(depth):
+        if n < 1:
+            return None
+        n = 2 * n - 4
+    return n if n >= 1 else None
+
+
+def test_paper_sizes():
+    assert output_size(572, 4) == 388
+    assert context(4) == 184
+    assert valid_input_size(570, 4) == 572
+    assert valid_input_size(572, 4) == 572
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_size_arithmetic_matches_layer_by_layer_count(depth):
+    for n in range(1, 300):
+        expected = _simulated_output(n, depth)
+        if expected is None:
+            with pytest.raises(ValueError, match="not valid"):
+                output_size(n, depth)
+        else:
+            assert output_size(n, depth) == expected
+    for m in range(1, 120):
+        out = valid_output_size(m, depth)
+        assert out >= m and _simulated_output(out + context(depth), depth) == out
+        assert all(_simulated_output(o + context(depth), depth) != o for o in range(m, out))
+
+
+def test_paper_network_shape_layers_and_channels():
+    model = UNet(UNetConfig(depth=4, width=64))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    assert len(convs) == 23
+    assert max(c.out_channels for c in convs) == 1024
+    assert isinstance(model.dropout, torch.nn.Dropout2d)
+
+
+def test_forward_output_shape_small_network():
+    model = UNet(UNetConfig(depth=2, width=4)).eval()
+    x = torch.zeros(3, 1, 92 + 40, 92 + 40)
+    assert model(x).shape == (3, 2, output_size(132, 2), output_size(132, 2))
+
+
+def test_he_initialisation_scale():
+    torch.manual_seed(0)
+    conv = UNet(UNetConfig(depth=2, width=32)).down[1][0]
+    fan_in = conv.in_channels * 9
+    assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+    assert torch.all(conv.bias == 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [("depth", 0, "depth"), ("width", 1.5, "width"), ("dropout", 1.0, "dropout")],
+)
+def test_config_validation(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        UNetConfig(**{field: value})

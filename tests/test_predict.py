@@ -1,0 +1,101 @@
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+
+from unet_core import io
+from unet_core.checkpoint import save_checkpoint
+from unet_core.model import UNet, UNetConfig
+from unet_core.predict import PredictOptions, TilePredictor, encode, predict_array, predict_file
+
+NORMALIZATION = (10.0, 240.0)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(depth=2, width=4))
+    path = tmp_path_factory.mktemp("model") / "best.pt"
+    save_checkpoint(
+        path,
+        {
+            "model_config": model.config.to_dict(),
+            "model_state": model.state_dict(),
+            "normalization": list(NORMALIZATION),
+        },
+    )
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def volume():
+    return np.random.default_rng(3).integers(0, 255, (3, 45, 70)).astype(np.uint8)
+
+
+def _whole(model, volume):
+    return predict_array(TilePredictor(model, normalization=NORMALIZATION), volume)
+
+
+@pytest.mark.parametrize("block_shape", [(1, 16, 16), (2, 20, 33), (3, 64, 128), (1, 45, 1)])
+def test_file_prediction_equals_whole_image_prediction(tmp_path, model_file, volume, block_shape):
+    path, model = model_file
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume, chunks=(1, 32, 32), voxel_size=(40.0, 5.0, 5.0), unit="nanometer")
+    out = tmp_path / "out.ome.zarr"
+    predict_file(path, source, out, options=PredictOptions(block_shape=block_shape, output_dtype="float32"))
+    result = io.open_volume(out)
+    assert result.voxel_size == (40.0, 5.0, 5.0) and result.unit == "nanometer"
+    assert result.array.chunks == tuple(min(b, s) for b, s in zip(block_shape, volume.shape, strict=True))
+    assert np.abs(np.asarray(result.array[...]) - _whole(model, volume)).max() <= 1e-5
+
+
+def test_uint8_output_is_the_rounded_probability(tmp_path, model_file, volume):
+    path, model = model_file
+    tifffile.imwrite(tmp_path / "in.tif", volume, photometric="minisblack")
+    predict_file(
+        path,
+        tmp_path / "in.tif",
+        tmp_path / "out.ome.zarr",
+        options=PredictOptions(block_shape=(1, 32, 32)),
+    )
+    stored = io.read_volume(tmp_path / "out.ome.zarr")
+    expected = encode(_whole(model, volume), "uint8")
+    assert stored.dtype == np.uint8
+    assert np.abs(stored.astype(int) - expected.astype(int)).max() <= 1  # float rounding at .5 edges
+    assert (stored == expected).mean() > 0.999
+
+
+def test_hdf5_input_and_no_partial_output_on_failure(tmp_path, model_file, volume):
+    path, _ = model_file
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["raw"] = volume
+    predict_file(path, f"{tmp_path}/v.h5:raw", tmp_path / "ok.ome.zarr", options=PredictOptions())
+    assert io.open_volume(tmp_path / "ok.ome.zarr").shape == volume.shape
+    with pytest.raises(io.VolumeError, match="no dataset 'missing'"):
+        predict_file(path, f"{tmp_path}/v.h5:missing", tmp_path / "bad.ome.zarr", options=PredictOptions())
+    assert not (tmp_path / "bad.ome.zarr").exists()
+    assert not any(p.name.startswith(".bad") for p in tmp_path.iterdir())
+
+
+def test_output_metadata_is_ngff(tmp_path, model_file, volume):
+    path, _ = model_file
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume)
+    predict_file(path, source, tmp_path / "out.ome.zarr", options=PredictOptions(output_dtype="float16"))
+    root = zarr.open_group(str(tmp_path / "out.ome.zarr"), mode="r")
+    assert root.attrs["ome"]["version"] == "0.5"
+    assert root["0"].dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"output_dtype": "int8"}, "output_dtype must be one of"),
+        ({"block_shape": (1, 0, 4)}, "block_shape"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PredictOptions(**kwargs)

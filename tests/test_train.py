@@ -1,0 +1,101 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model
+from unet_core.train import TrainConfig, Trainer, weighted_cross_entropy
+
+TINY = dict(depth=2, width=4, tile_size=84, iterations=4, val_every=2, optimizer="sgd", lr=0.01, seed=5)
+
+
+def test_weighted_cross_entropy_by_hand():
+    logits = torch.tensor([[[[0.0, 2.0]], [[0.0, 0.0]]]])  # (1, 2 classes, 1, 2)
+    target = torch.tensor([[[1, 0]]])
+    weight = torch.tensor([[[2.0, 0.5]]])
+    expected = (2.0 * np.log(2.0) + 0.5 * -np.log(np.exp(2) / (np.exp(2) + 1))) / 2
+    assert weighted_cross_entropy(logits, target, weight).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_training_writes_checkpoints_and_log(tiny_store, tmp_path):
+    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert log["iteration"].tolist() == [2, 4]
+    assert {"loss", "lr", "val_pixel_error", "val_rand_error", "tiles_per_s"} <= set(log.columns)
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["iteration"] == 4
+    assert last["best_metric"] == pytest.approx(log["val_rand_error"].min())
+    model, normalization = load_model(tmp_path / "best.pt")
+    assert model.config.depth == 2 and normalization[1] > normalization[0]
+
+
+def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monkeypatch):
+    cfg = TrainConfig(**TINY)
+    Trainer(tiny_store, tmp_path / "straight", cfg).fit()
+
+    original = Trainer._checkpoint
+
+    def checkpoint_then_die(self, *args):
+        original(self, *args)
+        raise KeyboardInterrupt  # stands in for SIGKILL right after the first checkpoint
+
+    monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_store, tmp_path / "resumed", cfg).fit()
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 2
+    monkeypatch.setattr(Trainer, "_checkpoint", original)
+    Trainer(tiny_store, tmp_path / "resumed", cfg).fit()
+
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key, tensor in straight["model_state"].items():
+        assert torch.equal(tensor, resumed["model_state"][key]), key
+    assert straight["best_metric"] == resumed["best_metric"]
+    assert pd.read_csv(tmp_path / "resumed" / "train_log.csv")["iteration"].tolist() == [2, 4]
+
+
+def test_changed_configuration_starts_afresh(tiny_store, tmp_path):
+    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
+    trainer = Trainer(tiny_store, tmp_path, TrainConfig(**{**TINY, "lr": 0.02}))
+    assert trainer.resume(tmp_path / "last.pt") is False
+    assert trainer.iteration == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"tile_size": 102}, "input_size 102 is not valid for depth 2.*= 104"),
+        ({"optimizer": "lbfgs"}, "train.optimizer must be one of"),
+        ({"iterations": 0}, "train.iterations must be >= 1"),
+    ],
+)
+def test_bad_training_options_are_refused(change, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{**TINY, **change})
+
+
+def test_empty_training_split_is_refused(tmp_path):
+    from unet_core.prepare import PrepareConfig, prepare
+
+    store = tmp_path / "d.ome.zarr"
+    prepare(store, PrepareConfig(synthetic_shape=(2, 32, 32), train_slices=(0, 0), val_slices=(0, 2)))
+    with pytest.raises(ValueError, match="training split .* is empty"):
+        Trainer(store, tmp_path / "m", TrainConfig(**TINY))
+
+
+def test_checkpoint_with_code_in_it_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"format": "unet_core.checkpoint", "version": 1, "evil": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt: not a safe unet_core checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt: no such checkpoint"):
+        load_model(tmp_path / "nope.pt")

@@ -1,0 +1,132 @@
+"""Real snakemake runs of the whole DAG on a tiny synthetic configuration."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import yaml
+
+from unet_core import io
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+
+TINY = {
+    "dataset": "tiny",
+    "volumes": "config/volumes.tsv",
+    "gpus_per_job": 0,
+    "threads": {"train": 1, "predict": 1, "evaluate": 1},
+    "prepare": {
+        "synthetic_shape": [6, 96, 96],
+        "seed": 3,
+        "train_slices": [0, 4],
+        "val_slices": [4, 5],
+        "test_slices": [5, 6],
+        "chunks": [1, 64, 64],
+    },
+    "train": {
+        "depth": 2,
+        "width": 4,
+        "tile_size": 84,
+        "iterations": 6,
+        "val_every": 3,
+        "optimizer": "adam",
+        "lr": 0.001,
+        "seed": 0,
+    },
+    "predict": {"block_shape": [1, 48, 48]},
+    "segment": {"threshold": 0.5},
+}
+
+
+def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def make_workdir(tmp_path: Path, config: dict, volumes: str) -> Path:
+    workdir = tmp_path / "work dir"  # a space, to prove paths reach the shell quoted
+    (workdir / "config").mkdir(parents=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "config" / "volumes.tsv").write_text(volumes)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("workflow")
+    extra = tmp_path / "extra stack.tif"
+    tifffile.imwrite(extra, np.random.default_rng(0).integers(0, 255, (2, 50, 70)).astype(np.uint8))
+    workdir = make_workdir(tmp_path, TINY, f"name\tpath\nextra\t{extra}\n")
+    result = run_snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_whole_dag_writes_every_output(finished_run):
+    results = finished_run / "results" / "tiny"
+    for name in ["heldout", "extra"]:
+        prob = io.open_volume(results / "pred" / f"{name}.ome.zarr")
+        seg = io.open_volume(results / "seg" / f"{name}.ome.zarr")
+        assert prob.dtype == np.uint8 and seg.dtype == np.int32 and prob.shape == seg.shape
+    assert io.open_volume(results / "pred" / "extra.ome.zarr").shape == (2, 50, 70)
+    assert {"best.pt", "last.pt", "train_log.csv"} <= {p.name for p in (results / "model").iterdir()}
+    metrics = pd.read_csv(results / "eval" / "metrics.csv")
+    assert set(metrics["method"]) == {"unet", "intensity_threshold"}
+    assert {"pixel_error", "rand_error"} <= set(metrics["metric"])
+    errors = metrics[metrics["metric"].str.contains("error")]
+    assert len(errors) >= 8 and errors["value"].between(0, 1).all()
+    assert (metrics["slices"] == "5:6").all()
+    train_log = pd.read_csv(results / "model" / "train_log.csv")
+    assert train_log["iteration"].tolist() == [3, 6]
+    html = (results / "report" / "index.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 2
+    assert (results / "report" / "metrics.tex").read_text().count("u-net (paper)") == 1
+    for rule in ["prepare", "train", "evaluate"]:
+        assert (finished_run / "logs" / "tiny" / f"{rule}.benchmark.tsv").is_file()
+
+
+def test_rerun_has_nothing_to_do_and_report_builds(finished_run):
+    dry = run_snakemake(finished_run, "-n")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    report = run_snakemake(finished_run, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (finished_run / "report.html").stat().st_size > 10_000
+
+
+def test_default_config_dry_run_and_lint_are_clean():
+    for args in (["-n"], ["--lint"]):
+        result = subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trian": {"iterations": 5}}, "trian"),
+        ({"train": {"iterations": "many"}}, "iterations"),
+        ({"train": {"optimiser": "sgd"}}, "optimiser"),
+    ],
+)
+def test_bad_config_fails_at_start_naming_the_key(tmp_path, change, message):
+    config = {**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in change.items()}}
+    workdir = make_workdir(tmp_path, config, "name\tpath\n")
+    result = run_snakemake(workdir, "-n")
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_volume_sheet_with_duplicate_names_is_refused(tmp_path):
+    workdir = make_workdir(tmp_path, TINY, "name\tpath\na\tx.tif\na\ty.tif\n")
+    result = run_snakemake(workdir, "-n")
+    assert result.returncode != 0
+    assert "volume names must be unique" in result.stdout + result.stderr

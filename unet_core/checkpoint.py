@@ -1,0 +1,63 @@
+"""Versioned checkpoint dictionaries, written atomically and read with ``weights_only=True``.
+
+A checkpoint holds only tensors and plain Python values, so loading never runs pickled code: the model is
+rebuilt from its stored `UNetConfig`, not unpickled.
+"""
+
+from __future__ import annotations
+
+import io as _bytes_io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .io import atomic_write_bytes
+from .model import UNet, UNetConfig
+
+FORMAT = "unet_core.checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unsafe or of another format; the message names the file."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` (plus format tags) to ``path`` via temp + rename."""
+    buffer = _bytes_io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; refuses files that would execute code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; train a model first or fix the path")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise CheckpointError(
+            f"{path}: not a safe unet_core checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+            "only checkpoints written by `unet-core train` can be loaded"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a unet_core checkpoint; retrain with `unet-core train`")
+    if state.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {state.get('version')} is not {VERSION}; retrain the model"
+        )
+    return state
+
+
+def load_model(
+    path: str | os.PathLike, *, device: torch.device | str = "cpu"
+) -> tuple[UNet, tuple[float, float]]:
+    """Rebuild the trained network of a checkpoint; returns it with its input normalisation (low, high)."""
+    state = load_checkpoint(path, device=device)
+    model = UNet(UNetConfig(**state["model_config"]))
+    model.load_state_dict(state["model_state"])
+    low, high = state["normalization"]
+    return model.to(device), (float(low), float(high))

@@ -1,0 +1,134 @@
+"""The U-Net of Ronneberger, Fischer and Brox (2015), with its valid-convolution size arithmetic.
+
+Each level of the contracting path is two unpadded 3x3 convolutions + ReLU followed by 2x2 max pooling;
+the expanding path up-convolves (2x2, halving channels), concatenates the centre-cropped skip and applies
+two more 3x3 convolutions. With ``depth = 4`` and ``width = 64`` this is the paper's network: 23
+convolution layers, 64..1024 channels, input 572 -> output 388.
+
+Size arithmetic (``d = depth``, ``c`` = side after the bottom convolutions)::
+
+    output = 2**d * c - 4 * (2**d - 1)         valid outputs are 4 mod 2**d (388 = 4 mod 16)
+    input  = output + context,  context = 12 * 2**d - 8   (184 at depth 4: a 92-px halo each side)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture hyper-parameters; stored in checkpoints to rebuild the network."""
+
+    depth: int = 4
+    width: int = 64
+    in_channels: int = 1
+    n_classes: int = 2
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "width", "in_channels", "n_classes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"UNetConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def context(depth: int) -> int:
+    """Input pixels lost per axis by the valid convolutions: ``input - output``."""
+    return 12 * 2**depth - 8
+
+
+def output_size(input_size: int, depth: int) -> int:
+    """Output side of the network for an input side; raises if the input side is not valid.
+
+    >>> output_size(572, 4)
+    388
+    """
+    out = input_size - context(depth)
+    if out < 1 or (out - 4) % 2**depth:
+        raise ValueError(
+            f"input_size {input_size} is not valid for depth {depth}: every pooled size must be even; "
+            f"use valid_input_size({input_size}, {depth}) = {valid_input_size(input_size, depth)}"
+        )
+    return out
+
+
+def valid_output_size(min_output: int, depth: int) -> int:
+    """Smallest valid output side >= ``min_output`` (valid outputs are 4 mod 2**depth)."""
+    step = 2**depth
+    k = -(-(min_output - 4) // step)  # ceil division
+    while step * k + 4 < 1:
+        k += 1
+    return step * k + 4
+
+
+def valid_input_size(min_input: int, depth: int) -> int:
+    """Smallest valid input side >= ``min_input``.
+
+    >>> valid_input_size(570, 4)
+    572
+    """
+    out = valid_output_size(max(min_input - context(depth), 1), depth)
+    return out + context(depth)
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _center_crop(skip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    dy = (skip.shape[-2] - size[0]) // 2
+    dx = (skip.shape[-1] - size[1]) // 2
+    return skip[..., dy : dy + size[0], dx : dx + size[1]]
+
+
+class UNet(nn.Module):
+    """The paper's U-Net; ``forward`` returns class logits of shape (N, n_classes, out, out)."""
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or UNetConfig()
+        d, w = self.config.depth, self.config.width
+        widths = [w * 2**i for i in range(d + 1)]
+        self.down = nn.ModuleList(
+            [_double_conv(self.config.in_channels, widths[0])]
+            + [_double_conv(widths[i - 1], widths[i]) for i in range(1, d + 1)]
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout2d(self.config.dropout)  # paper: dropout at the end of the contracting path
+        self.upconv = nn.ModuleList(
+            [nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2) for i in range(d, 0, -1)]
+        )
+        self.up = nn.ModuleList([_double_conv(widths[i], widths[i - 1]) for i in range(d, 0, -1)])
+        self.head = nn.Conv2d(widths[0], self.config.n_classes, 1)
+        self._init_he()
+
+    def _init_he(self) -> None:
+        # He et al. 2015: std sqrt(2 / fan_in), as the paper prescribes for ReLU networks.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level, block in enumerate(self.down):
+            x = block(x if level == 0 else self.pool(x))
+            skips.append(x)
+        x = self.dropout(skips.pop())
+        for upconv, block in zip(self.upconv, self.up, strict=True):
+            x = upconv(x)
+            x = block(torch.cat([_center_crop(skips.pop(), x.shape[-2:]), x], dim=1))
+        return self.head(x)

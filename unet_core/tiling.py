@@ -1,0 +1,130 @@
+"""Blockwise geometry for overlap-tile inference: regions of interest, blocks, mirrored reads.
+
+The U-Net is 2D and works slice by slice, so blocks grow context only in Y and X. Every block reads its
+input with a halo of real neighbouring data; only where the halo leaves the volume is the data mirrored
+(the paper's overlap-tile strategy). All coordinates are voxels.
+
+Tiling of one slice into blocks of the write grid (``b`` = block side, ``h`` = halo)::
+
+    volume  0         b         2b        Y
+            |---------|---------|-----|
+    write    [ blk 0 ][ blk 1 ][blk2]          disjoint, cover the volume exactly
+    read   [h[ blk 0 ]h]                        grows by the halo, mirrored outside [0, Y)
+                    [h[ blk 1 ]h]
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .model import context, valid_output_size
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A box ``[begin, begin + shape)`` in voxels; frozen and hashable."""
+
+    begin: tuple[int, ...]
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.begin) != len(self.shape):
+            raise ValueError(f"Roi begin {self.begin} and shape {self.shape} differ in dimensions")
+        if any(s < 0 for s in self.shape):
+            raise ValueError(f"Roi shape must be non-negative, got {self.shape}")
+
+    @property
+    def end(self) -> tuple[int, ...]:
+        return tuple(b + s for b, s in zip(self.begin, self.shape, strict=True))
+
+    def to_slices(self) -> tuple[slice, ...]:
+        return tuple(slice(b, e) for b, e in zip(self.begin, self.end, strict=True))
+
+    def intersect(self, other: Roi) -> Roi:
+        begin = tuple(max(a, b) for a, b in zip(self.begin, other.begin, strict=True))
+        end = tuple(min(a, b) for a, b in zip(self.end, other.end, strict=True))
+        return Roi(begin, tuple(max(e - b, 0) for b, e in zip(begin, end, strict=True)))
+
+    def shift(self, by: Sequence[int]) -> Roi:
+        return Roi(tuple(b + d for b, d in zip(self.begin, by, strict=True)), self.shape)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A unit of work: ``write_roi`` of the output, identified by its position in the write grid."""
+
+    block_id: int
+    grid_index: tuple[int, ...]
+    write_roi: Roi
+
+
+def plan_blocks(shape: Sequence[int], block_shape: Sequence[int]) -> list[Block]:
+    """Cut a volume into disjoint blocks of ``block_shape`` (smaller at the far borders).
+
+    Block ids enumerate the write grid in C order, so they are the same in every run.
+    """
+    if len(shape) != len(block_shape) or any(int(b) < 1 for b in block_shape):
+        raise ValueError(f"block_shape must have {len(shape)} positive entries, got {tuple(block_shape)}")
+    counts = [-(-int(s) // int(b)) for s, b in zip(shape, block_shape, strict=True)]
+    blocks = []
+    for block_id, index in enumerate(itertools.product(*(range(c) for c in counts))):
+        begin = tuple(i * int(b) for i, b in zip(index, block_shape, strict=True))
+        size = tuple(min(int(b), int(s) - o) for b, s, o in zip(block_shape, shape, begin, strict=True))
+        blocks.append(Block(block_id, tuple(index), Roi(begin, size)))
+    return blocks
+
+
+def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded into ``[0, size)`` by mirroring at the borders (edge repeated).
+
+    The fold depends only on the absolute coordinate, so overlapping reads agree wherever they overlap.
+
+    >>> mirror_indices(-2, 5, 3).tolist()
+    [1, 0, 0, 1, 2, 2, 1]
+    """
+    period = 2 * size
+    idx = np.arange(start, stop) % period
+    return np.where(idx < size, idx, period - 1 - idx)
+
+
+def read_mirrored(array: Any, roi: Roi) -> np.ndarray:
+    """Read ``roi`` from ``array``: real data inside the volume, mirrored data outside it."""
+    shape = tuple(int(s) for s in array.shape)
+    inside = roi.intersect(Roi((0,) * len(shape), shape))
+    if inside.shape == roi.shape:
+        return np.asarray(array[roi.to_slices()])
+    # Read only the needed part of the volume (one bounding box), then gather the mirrored indices from it.
+    indices = [mirror_indices(b, e, s) for b, e, s in zip(roi.begin, roi.end, shape, strict=True)]
+    lo = [int(i.min()) for i in indices]
+    hi = [int(i.max()) + 1 for i in indices]
+    data = np.asarray(array[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
+    return data[np.ix_(*[i - a for i, a in zip(indices, lo, strict=True)])]
+
+
+def input_roi_2d(write_begin: int, write_size: int, depth: int) -> tuple[int, int, int]:
+    """For one axis: ``(input_begin, input_size, crop)`` of the network input covering an output range.
+
+    The computed output starts at a multiple of ``2**depth`` so that the max-pool grid lines up with that of
+    a whole-image prediction: tiled and whole-image outputs are then equal, not just close. ``crop`` is the
+    offset of the wanted output inside the computed one.
+    """
+    step = 2**depth
+    aligned = (write_begin // step) * step
+    crop = write_begin - aligned
+    out = valid_output_size(crop + write_size, depth)
+    halo = context(depth) // 2
+    return aligned - halo, out + context(depth), crop
+
+
+def network_input(write_roi: Roi, depth: int) -> tuple[Roi, tuple[slice, ...]]:
+    """Input roi (z, y, x) of the network for a block, and the slices cutting the block from its output."""
+    (z0, y0, x0), (nz, ny, nx) = write_roi.begin, write_roi.shape
+    iy, sy, cy = input_roi_2d(y0, ny, depth)
+    ix, sx, cx = input_roi_2d(x0, nx, depth)
+    crop = (slice(0, nz), slice(cy, cy + ny), slice(cx, cx + nx))
+    return Roi((z0, iy, ix), (nz, sy, sx)), crop

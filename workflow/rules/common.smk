@@ -1,0 +1,60 @@
+import os
+import shlex
+
+import pandas as pd
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = f"{config['results']}/{config['dataset']}"
+LOGS = f"{config['logs']}/{config['dataset']}"
+HELD_OUT = "heldout"  # the prepared store's held-out slices, predicted and scored every run
+
+
+def read_volumes(path):
+    """volumes.tsv: one row per extra volume to segment (name, path, optional voxel_size)."""
+    if not path:
+        return pd.DataFrame(columns=["name", "path"]).set_index("name", drop=False)
+    sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    validate(sheet, schema="../schemas/volumes.schema.yaml")
+    if sheet["name"].duplicated().any() or (sheet["name"] == HELD_OUT).any():
+        dupes = sorted(set(sheet["name"][sheet["name"].duplicated()]) | ({HELD_OUT} & set(sheet["name"])))
+        raise ValueError(f"{path}: volume names must be unique and not '{HELD_OUT}'; rename {dupes}")
+    return sheet.set_index("name", drop=False)
+
+
+VOLUMES = read_volumes(config.get("volumes", ""))
+
+
+wildcard_constraints:
+    volume="[A-Za-z0-9_.-]+",
+
+
+def cli_args(section):
+    """Config section -> '--key value' flags of the matching unet-core subcommand, shell-quoted."""
+    args = []
+    for key, value in config.get(section, {}).items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(f"--{name}" if value else f"--no-{name}")
+        elif isinstance(value, list):
+            args += [f"--{name}", *map(str, value)]
+        else:
+            args += [f"--{name}", str(value)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def get_volume_path(wildcards):
+    if wildcards.volume == HELD_OUT:
+        return f"{RESULTS}/data.ome.zarr"
+    return VOLUMES.loc[wildcards.volume, "path"]
+
+
+def get_final_outputs():
+    volumes = [HELD_OUT, *VOLUMES["name"]]
+    return [
+        f"{RESULTS}/eval/metrics.csv",
+        f"{RESULTS}/report/index.html",
+        *(f"{RESULTS}/seg/{v}.ome.zarr" for v in volumes),
+    ]

@@ -1,0 +1,17 @@
+rule segment:
+    input:
+        prob=f"{RESULTS}/pred/{{volume}}.ome.zarr",
+    output:
+        seg=directory(f"{RESULTS}/seg/{{volume}}.ome.zarr"),
+    log:
+        f"{LOGS}/segment/{{volume}}.log",
+    params:
+        args=cli_args("segment"),
+    conda:
+        "../../envs/unet-core.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "unet-core segment {input.prob:q} {output.seg:q} {params.args} > {log:q} 2>&1"
