@@ -1,3 +1,8 @@
+import signal
+import subprocess
+import sys
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -8,7 +13,16 @@ import zarr
 from unet_core import io
 from unet_core.checkpoint import save_checkpoint
 from unet_core.model import UNet, UNetConfig
-from unet_core.predict import PredictOptions, TilePredictor, encode, predict_array, predict_file
+from unet_core.predict import (
+    PredictionStore,
+    PredictOptions,
+    TilePredictor,
+    encode,
+    gather_prediction,
+    predict_array,
+    predict_file,
+    shard_blocks,
+)
 
 NORMALIZATION = (10.0, 240.0)
 
@@ -38,7 +52,7 @@ def _whole(model, volume):
     return predict_array(TilePredictor(model, normalization=NORMALIZATION), volume)
 
 
-@pytest.mark.parametrize("block_shape", [(1, 16, 16), (2, 20, 33), (3, 64, 128), (1, 45, 1)])
+@pytest.mark.parametrize("block_shape", [(1, 16, 16), (2, 20, 33), (3, 64, 128)])
 def test_file_prediction_equals_whole_image_prediction(tmp_path, model_file, volume, block_shape):
     path, model = model_file
     source = tmp_path / "in.ome.zarr"
@@ -99,3 +113,95 @@ def test_output_metadata_is_ngff(tmp_path, model_file, volume):
 def test_bad_options_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PredictOptions(**kwargs)
+
+
+def test_two_slice_one_pixel_wide_volume(tmp_path, model_file):
+    path, model = model_file
+    thin = np.random.default_rng(4).integers(0, 255, (2, 30, 1)).astype(np.uint8)
+    io.write_image(tmp_path / "thin.ome.zarr", thin)
+    options = PredictOptions(block_shape=(1, 16, 1), output_dtype="float32")
+    predict_file(path, tmp_path / "thin.ome.zarr", tmp_path / "out.ome.zarr", options=options)
+    assert np.abs(io.read_volume(tmp_path / "out.ome.zarr") - _whole(model, thin)).max() <= 1e-5
+
+
+def _store_bytes(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_shards_write_disjoint_chunks_and_gather_publishes(tmp_path, model_file, volume):
+    path, _ = model_file
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume, chunks=(1, 16, 16))
+    options = PredictOptions(block_shape=(1, 16, 32))
+    predict_file(path, source, tmp_path / "whole.ome.zarr", options=options)
+    sharded = tmp_path / "sharded.ome.zarr"
+    for i in range(3):
+        predict_file(path, source, sharded, options=options, shard=(i, 3))
+        assert not sharded.exists()  # nothing looks finished before the gather
+        if i == 1:
+            with pytest.raises(ValueError, match="chunks are not written yet"):
+                gather_prediction(sharded)
+    gather_prediction(sharded)
+    assert _store_bytes(sharded) == _store_bytes(tmp_path / "whole.ome.zarr")
+    assert not PredictionStore(sharded).work.exists()
+
+
+def test_shard_runs_are_disjoint_and_cover_all_blocks():
+    blocks = list(range(10))
+    runs = [shard_blocks(blocks, (i, 4)) for i in range(4)]
+    assert sorted(b for run in runs for b in run) == blocks
+
+
+def test_changed_model_invalidates_old_chunks(tmp_path, model_file, volume):
+    path, _ = model_file
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume)
+    options = PredictOptions(block_shape=(1, 16, 16), output_dtype="float32")
+    predict_file(path, source, tmp_path / "out.ome.zarr", options=options, shard=(0, 2))
+    torch.manual_seed(9)
+    other = UNet(UNetConfig(depth=2, width=4))
+    other_path = tmp_path / "other.pt"
+    save_checkpoint(
+        other_path,
+        {
+            "model_config": other.config.to_dict(),
+            "model_state": other.state_dict(),
+            "normalization": list(NORMALIZATION),
+        },
+    )
+    predict_file(other_path, source, tmp_path / "out.ome.zarr", options=options)
+    assert np.abs(io.read_volume(tmp_path / "out.ome.zarr") - _whole(other, volume)).max() <= 1e-5
+
+
+def test_killed_prediction_resumes_to_identical_bytes(tmp_path, model_file):
+    path, _ = model_file
+    big = np.random.default_rng(5).integers(0, 255, (6, 64, 96)).astype(np.uint8)
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, big)
+    args = [str(path), str(source), "--block-shape", "1", "16", "16", "--threads", "1"]
+    run = [sys.executable, "-m", "unet_core", "predict"]
+    subprocess.run([*run, args[0], args[1], str(tmp_path / "straight.ome.zarr"), *args[2:]], check=True)
+
+    killed = tmp_path / "killed.ome.zarr"
+    done = PredictionStore(killed).done
+    for attempt in range(2):  # kill twice at different points, then let it finish
+        proc = subprocess.Popen([*run, args[0], args[1], str(killed), *args[2:]])
+        deadline = time.time() + 120
+        while time.time() < deadline and (not done.exists() or len(list(done.iterdir())) < 5 + 40 * attempt):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not killed.exists()
+    n_done = len(list(done.iterdir()))
+    assert 0 < n_done < 6 * 4 * 6
+    subprocess.run([*run, args[0], args[1], str(killed), *args[2:]], check=True)
+    assert _store_bytes(killed) == _store_bytes(tmp_path / "straight.ome.zarr")
+
+
+def test_output_inside_the_input_is_refused(tmp_path, model_file, volume):
+    path, _ = model_file
+    io.write_image(tmp_path / "in.ome.zarr", volume)
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        predict_file(
+            path, tmp_path / "in.ome.zarr", tmp_path / "in.ome.zarr" / "pred", options=PredictOptions()
+        )

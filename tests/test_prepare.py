@@ -1,11 +1,43 @@
+import dataclasses
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
+import yaml
 import zarr
 
 from unet_core import io
+from unet_core.data.weights import instances_from_binary, weight_volume
 from unet_core.dataset import open_store, read_split
-from unet_core.prepare import PrepareConfig, make_split, prepare
+from unet_core.prepare import OUTPUT_BYTES, SLICE_WORK_BYTES, PrepareConfig, make_split, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+ISBI = Path(__file__).parents[2] / "shared/data/isbi2012"
+
+
+def _imwrite(path, data):
+    tifffile.imwrite(path, data, photometric="minisblack")
+
+
+def _cells_and_raw(n=4, size=24, seed=0):
+    """Binary ISBI-style labels (a membrane cross per slice, moving with z) and textured raw."""
+    labels = np.full((n, size, size), 255, np.uint8)
+    for z in range(n):
+        labels[z, 6 + z, :] = 0
+        labels[z, :, 10 + z] = 0
+    raw = np.random.default_rng(seed).integers(100, 200, labels.shape).astype(np.uint8)
+    raw[labels == 0] //= 4
+    return raw, labels
+
+
+def _tiff_inputs(tmp_path, raw, labels):
+    _imwrite(tmp_path / "raw.tif", raw)
+    _imwrite(tmp_path / "labels.tif", labels)
+    return {"raw": str(tmp_path / "raw.tif"), "labels": str(tmp_path / "labels.tif")}
 
 
 def test_synthetic_store_has_every_part(tiny_store):
@@ -19,23 +51,250 @@ def test_synthetic_store_has_every_part(tiny_store):
     split = read_split(root)
     assert (split.train, split.val, split.test) == ((0, 3), (3, 4), (4, 5))
     assert io.open_volume(tiny_store).voxel_size == (50.0, 4.0, 4.0)
+    assert io.open_volume(tiny_store).unit == "nanometer"
     assert root["labels"].attrs["ome"]["labels"] == ["cells", "instances"]
 
 
 def test_tiff_stack_with_isbi_polarity(tmp_path):
-    raw = np.random.default_rng(0).integers(0, 255, (5, 40, 40)).astype(np.uint8)
-    labels = np.full(raw.shape, 255, np.uint8)
-    labels[:, 20, :] = 0
-    tifffile.imwrite(tmp_path / "raw.tif", raw)
-    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    raw, labels = _cells_and_raw()
+    prepare(tmp_path / "d.ome.zarr", PrepareConfig(**_tiff_inputs(tmp_path, raw, labels)))
+    root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
+    assert np.array_equal(root["0"][...], raw) and np.array_equal(root["labels/cells/0"][...], labels)
+    assert read_split(root).train == (0, 3) and read_split(root).val == (3, 4)
+    assert int(root["labels/instances/0"][0].max()) == 4  # the membrane cross cuts each slice in four
+
+
+def test_inverted_polarity_gives_the_same_store(tmp_path):
+    raw, labels = _cells_and_raw()
+    prepare(tmp_path / "a.ome.zarr", PrepareConfig(**_tiff_inputs(tmp_path, raw, labels)))
+    _imwrite(tmp_path / "inverted.tif", np.where(labels == 0, 1, 0).astype(np.uint8))
+    cfg = PrepareConfig(
+        raw=str(tmp_path / "raw.tif"), labels=str(tmp_path / "inverted.tif"), membrane_value=1
+    )
+    prepare(tmp_path / "b.ome.zarr", cfg)
+    a, b = (zarr.open_group(str(tmp_path / n), mode="r") for n in ("a.ome.zarr", "b.ome.zarr"))
+    for name in ("labels/cells/0", "labels/instances/0", "weights/0"):
+        assert np.array_equal(a[name][...], b[name][...]), name
+
+
+def test_streaming_in_slabs_equals_the_whole_volume_in_memory(tmp_path, monkeypatch):
+    raw, labels = _cells_and_raw(n=7, size=256)
+    inputs = _tiff_inputs(tmp_path, raw, labels)
+    reads = []
+    opened = io.open_volume
+
+    def spy(path):  # records the slices of every read from raw and labels
+        volume = opened(path)
+        read = lambda z0, z1: reads.append(z1 - z0) or np.asarray(volume.array[z0:z1])  # noqa: E731
+        return dataclasses.replace(volume, array=io.LazyStack(read, volume.shape, volume.dtype, path=path))
+
+    monkeypatch.setattr(io, "open_volume", spy)
+    prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, chunks=(2, 128, 128), slab_mb=7))
+    # 7 MiB hold one slice's weight-map temporaries and 4 slices of (raw, labels, outputs): 2 chunks
+    plane = 256 * 256
+    assert (7 * 2**20 - plane * SLICE_WORK_BYTES) // (plane * (2 + OUTPUT_BYTES)) in (4, 5)
+    assert reads == [4, 4, 3, 3] * 2  # two passes (check, convert) of raw and labels, 2 slabs each
+    root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
+    instances = root["labels/instances/0"][...]
+    assert np.array_equal(instances, instances_from_binary(labels))  # ids unique over the volume
+    assert np.array_equal(root["weights/0"][...], weight_volume(instances))
+    assert root["0"].chunks == (2, 128, 128)
+
+
+def test_instance_labels_keep_their_ids(tmp_path):
+    raw, labels = _cells_and_raw(n=2)
+    instances = instances_from_binary(labels) * 3
+    inputs = _tiff_inputs(tmp_path, raw, instances.astype(np.uint16))
+    prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, labels_kind="instances"))
+    root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
+    assert root["labels/instances/0"].dtype == np.int32
+    assert np.array_equal(root["labels/instances/0"][...], instances)
+    assert np.array_equal(root["labels/cells/0"][...], labels)
+
+
+def _write_formats(tmp_path, raw, labels):
+    """The same stack as a PNG folder, HDF5, Zarr v2, Zarr v3 and OME-Zarr; (raw, labels) per format."""
+    import h5py
+    from PIL import Image
+
+    for name, data in (("raw", raw), ("labels", labels)):
+        (tmp_path / f"{name}_png").mkdir()
+        for z, plane in enumerate(data):  # s0, s1, ..., s10, s11: natural order differs from sorted()
+            Image.fromarray(plane).save(tmp_path / f"{name}_png" / f"s{z}.png")
+        zarr.create_array(str(tmp_path / f"{name}_v2.zarr"), data=data, zarr_format=2)
+        zarr.create_array(str(tmp_path / f"{name}_v3.zarr"), data=data)
+        with h5py.File(tmp_path / "both.h5", "a") as f:
+            f[f"volumes/{name}"] = data
+    io.write_image(tmp_path / "raw.ome.zarr", raw, voxel_size=(30.0, 5.0, 5.0), unit="nanometer")
+    return {
+        "png": ("raw_png", "labels_png"),
+        "hdf5": ("both.h5:/volumes/raw", "both.h5:/volumes/labels"),
+        "zarr2": ("raw_v2.zarr", "labels_v2.zarr"),
+        "zarr3": ("raw_v3.zarr", "labels_v3.zarr"),
+        "ome": ("raw.ome.zarr", "labels_v3.zarr"),
+    }
+
+
+def test_every_input_format_gives_the_same_store(tmp_path):
+    raw, labels = _cells_and_raw(n=12)
+    raw[:, 0, 0] = np.arange(12)  # tells slices apart
+    for kind, (raw_path, labels_path) in _write_formats(tmp_path, raw, labels).items():
+        cfg = PrepareConfig(data_dir=str(tmp_path), raw=raw_path, labels=labels_path, w0=0.0)
+        prepare(tmp_path / f"{kind}.ome.zarr", cfg)
+        root = zarr.open_group(str(tmp_path / f"{kind}.ome.zarr"), mode="r")
+        assert np.array_equal(root["0"][...], raw), kind
+        assert np.array_equal(root["labels/cells/0"][...], labels), kind
+    assert io.open_volume(tmp_path / "ome.ome.zarr").voxel_size == (30.0, 5.0, 5.0)  # taken from the input
+    assert io.open_volume(tmp_path / "ome.ome.zarr").unit == "nanometer"
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int8, np.float32])
+def test_raw_dtype_is_preserved(tmp_path, dtype):
+    raw, labels = _cells_and_raw(n=2)
+    raw = raw.astype(dtype)
+    zarr.create_array(str(tmp_path / "raw.zarr"), data=raw)
+    zarr.create_array(str(tmp_path / "labels.zarr"), data=labels)
     prepare(
         tmp_path / "d.ome.zarr",
-        PrepareConfig(raw=str(tmp_path / "raw.tif"), labels=str(tmp_path / "labels.tif")),
+        PrepareConfig(raw=str(tmp_path / "raw.zarr"), labels=str(tmp_path / "labels.zarr")),
     )
+    stored = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")["0"]
+    assert stored.dtype == dtype and np.array_equal(stored[...], raw)
+
+
+def test_storage_options_reach_the_store(tmp_path):
+    raw, labels = _cells_and_raw(n=2)
+    cfg = PrepareConfig(
+        **_tiff_inputs(tmp_path, raw, labels),
+        voxel_size=(50.0, 4.0, 4.0),
+        unit="nanometer",
+        chunks=(1, 8, 16),
+        compression_level=0,
+        w0=0.0,
+    )
+    prepare(tmp_path / "d.ome.zarr", cfg)
     root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
-    assert np.array_equal(root["0"][...], raw)
-    assert read_split(root).train == (0, 4) and read_split(root).val == (4, 5)
-    assert int(root["labels/instances/0"][0].max()) == 2  # the membrane row cuts each slice in two
+    for name in ("0", "labels/cells/0", "labels/instances/0", "weights/0"):
+        assert root[name].chunks == (1, 8, 16), name
+        assert root[name].compressors[0].clevel == 0, name
+    ome = dict(root["weights"].attrs)["ome"]["multiscales"][0]
+    assert ome["datasets"][0]["coordinateTransformations"][0]["scale"] == [50.0, 4.0, 4.0]
+    assert ome["axes"][2] == {"name": "x", "type": "space", "unit": "nanometer"}
+    weights = root["weights/0"][...]  # w0 = 0: class balance only, two values
+    meta = dict(root.attrs)["unet_core"]
+    assert sorted(np.unique(weights).tolist()) == pytest.approx(sorted(meta["weights"]["class_weights"]))
+
+
+def test_wrong_polarity_is_flagged(tmp_path, caplog):
+    raw, labels = _cells_and_raw(n=2)
+    with caplog.at_level(logging.WARNING, logger="unet_core.prepare"):
+        prepare(
+            tmp_path / "d.ome.zarr", PrepareConfig(**_tiff_inputs(tmp_path, raw, labels), membrane_value=255)
+        )
+    assert "is membrane_value the right polarity?" in caplog.text
+
+
+def _bad_case(tmp_path, case):
+    """Inputs for one kind of bad input: (config keywords, expected message)."""
+    raw, labels = _cells_and_raw()
+    if case == "shape mismatch":
+        labels = labels[:3]
+    elif case == "labels not binary":
+        labels[1, 0, 0] = 7
+    elif case == "constant raw slice":
+        raw[2] = 17
+    elif case == "empty label slice":
+        labels[3] = 0
+    elif case == "no membrane at all":
+        labels[...] = 255
+    elif case == "NaN in raw":
+        raw = raw.astype(np.float32)
+        raw[1, 3, 3] = np.nan
+    elif case == "inf in labels":
+        labels = labels.astype(np.float32)
+        labels[0, 0, 0] = np.inf
+    elif case == "negative instance":
+        labels = labels.astype(np.int16)
+        labels[0, 0, 0] = -1
+    elif case in ("complex raw", "bool raw"):
+        raw = raw.astype(np.complex64 if case == "complex raw" else bool)
+    elif case == "float instances":
+        labels = labels.astype(np.float32)
+    elif case == "empty stack":
+        raw, labels = raw[:0], labels[:0]
+    kind = {"negative instance": "instances", "float instances": "instances"}.get(case, "binary")
+    paths = {}
+    for name, data in (("raw", raw), ("labels", labels)):
+        zarr.create_array(str(tmp_path / f"{name}.zarr"), data=data)
+        paths[name] = str(tmp_path / f"{name}.zarr")
+    return {**paths, "labels_kind": kind}
+
+
+BAD_CASES = {
+    "shape mismatch": r"labels.zarr: labels shape \(3, 24, 24\) differs from raw .*raw.zarr shape \(4, 24,",
+    "labels not binary": r"labels.zarr: binary labels expected with membrane = 0 .* values \[0, 7, 255\]",
+    "constant raw slice": r"raw.zarr: slice 2 is constant \(every pixel 17\): a blank or missing section",
+    "empty label slice": "labels.zarr: label slice 3 has no cell pixels",
+    "no membrane at all": r"labels.zarr: no membrane pixels \(value 0\) anywhere; fix membrane_value",
+    "NaN in raw": "raw.zarr: slice 1 contains NaN or inf",
+    "inf in labels": "labels.zarr: labels contain NaN or inf",
+    "negative instance": "labels.zarr: instance labels must be cell ids from 0 .* found -1 to 255",
+    "complex raw": "raw.zarr: unsupported dtype complex64 for raw; convert to signed integer or unsigned",
+    "bool raw": "raw.zarr: unsupported dtype bool for raw",
+    "float instances": "labels.zarr: unsupported dtype float32 for instances labels",
+    "empty stack": r"raw.zarr: empty stack of shape \(0, 24, 24\)",
+}
+
+
+@pytest.mark.parametrize(("case", "match"), BAD_CASES.items(), ids=list(BAD_CASES))
+def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, case, match):
+    cfg = PrepareConfig(**_bad_case(tmp_path, case))
+    with pytest.raises(io.VolumeError, match=match):
+        prepare(tmp_path / "out" / "d.ome.zarr", cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_failure_while_writing_leaves_no_store(tmp_path, monkeypatch):
+    raw, labels = _cells_and_raw()
+    (tmp_path / "in").mkdir()
+    inputs = _tiff_inputs(tmp_path / "in", raw, labels)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr("unet_core.prepare.weight_map", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs))
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"raw": "missing.tif"}, "missing.tif: no such file or directory"),
+        ({"labels": "raw.h5:/wrong"}, r"raw.h5: no dataset '/wrong'; datasets in the file: \['volume'\]"),
+        ({"labels": "rgb.tif"}, "rgb.tif: expected a 2D image .* RGB and multi-channel"),
+        ({"train_slices": (0, 3), "val_slices": (2, 4)}, "train_slices and val_slices overlap"),
+        (
+            {"test_slices": (3, 6)},
+            r"raw.h5:/volume: test_slices \[3, 6\] must satisfy 0 <= start <= stop <= 4",
+        ),
+    ],
+)
+def test_bad_paths_and_splits_write_nothing(tmp_path, change, match):
+    import h5py
+
+    raw, labels = _cells_and_raw()
+    with h5py.File(tmp_path / "raw.h5", "w") as f:
+        f["volume"] = raw
+    _imwrite(tmp_path / "labels.tif", labels)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 24, 24, 3), np.uint8), photometric="rgb")
+    cfg = PrepareConfig(
+        **{"data_dir": str(tmp_path), "raw": "raw.h5:/volume", "labels": "labels.tif", **change}
+    )
+    with pytest.raises(ValueError, match=match):
+        prepare(tmp_path / "out" / "d.ome.zarr", cfg)
+    assert not (tmp_path / "out").exists()
 
 
 def test_default_split_is_80_20():
@@ -48,6 +307,7 @@ def test_default_split_is_80_20():
     [
         ({"train_slices": (0, 12), "val_slices": (10, 20)}, "train_slices and val_slices overlap"),
         ({"train_slices": (0, 25)}, r"train_slices \[0, 25\] must satisfy"),
+        ({"train_slices": (5, 2)}, r"train_slices \[5, 2\] must satisfy 0 <= start <= stop"),
     ],
 )
 def test_bad_split_is_refused(kwargs, match):
@@ -55,23 +315,78 @@ def test_bad_split_is_refused(kwargs, match):
         make_split(PrepareConfig(**kwargs), 20, "stack.tif")
 
 
-def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
-    raw = np.zeros((2, 10, 10), np.uint8)
-    tifffile.imwrite(tmp_path / "raw.tif", raw)
-    tifffile.imwrite(tmp_path / "short.tif", np.zeros((1, 10, 10), np.uint8))
-    tifffile.imwrite(tmp_path / "gray.tif", np.arange(200, dtype=np.uint8).reshape(2, 10, 10))
-    cases = [
-        ("short.tif", "short.tif: labels shape"),
-        ("gray.tif", "gray.tif: binary labels expected"),
-        ("missing.tif", "missing.tif: no such file"),
-    ]
-    for labels, match in cases:
-        cfg = PrepareConfig(raw=str(tmp_path / "raw.tif"), labels=str(tmp_path / labels))
-        with pytest.raises(ValueError, match=match):
-            prepare(tmp_path / "out.ome.zarr", cfg)
-        assert not (tmp_path / "out.ome.zarr").exists()
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"raw": "a.tif"}, "give both raw and labels"),
+        ({"labels_kind": "semantic"}, "labels_kind must be one of"),
+        ({"chunks": (1, 0, 64)}, r"chunks must be 3 positive integers \(z, y, x\), got \(1, 0, 64\)"),
+        ({"synthetic_shape": (4, 64)}, "synthetic_shape must be 3 positive integers"),
+        ({"voxel_size": (50.0, 0.0, 4.0)}, "voxel_size must be 3 finite numbers > 0"),
+        ({"slab_mb": 0}, "slab_mb must be a positive integer"),
+        ({"compression_level": 12}, "compression level must be an integer from 0 to 9, got 12"),
+        ({"w0": -1.0}, "w0 must be a finite number >= 0"),
+        ({"sigma": 0.0}, "sigma must be a finite number > 0"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PrepareConfig(**kwargs)
 
 
-def test_raw_without_labels_is_refused():
-    with pytest.raises(ValueError, match="give both raw and labels"):
-        PrepareConfig(raw="a.tif")
+def test_data_dir_resolves_relative_paths_only(tmp_path):
+    cfg = PrepareConfig(data_dir="/data/isbi", raw="a.tif", labels=str(tmp_path / "b.tif"))
+    assert cfg.path("raw") == "/data/isbi/a.tif" and cfg.path("labels") == str(tmp_path / "b.tif")
+
+
+def test_schema_prepare_section_lists_every_option():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    properties = set(schema["properties"]["prepare"]["properties"])
+    assert properties == {f.name for f in dataclasses.fields(PrepareConfig)}
+
+
+def test_isbi_config_merged_over_the_default_gives_a_valid_split():
+    """snakemake --configfile merges config/isbi2012.yaml over config/config.yaml, key by key."""
+    default, isbi = (yaml.safe_load((ROOT / f"config/{n}.yaml").read_text()) for n in ("config", "isbi2012"))
+    section = {**default["prepare"], **isbi["prepare"]}
+    cfg = PrepareConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in section.items()})
+    split = make_split(cfg, 20, "isbi")
+    assert (split.train, split.val, split.test) == ((0, 16), (16, 20), (20, 20))
+    assert Path(ROOT / cfg.path("raw")).resolve() == (ISBI / "train-volume.tif").resolve()
+
+
+def test_isbi_workflow_dry_run_tracks_the_data():
+    target = "results/isbi2012/data.ome.zarr"  # the prepare job only: later rules have tests of their own
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", target, "--configfile", "config/isbi2012.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    inputs = "input: ../shared/data/isbi2012/train-volume.tif, ../shared/data/isbi2012/train-labels.tif"
+    assert inputs in result.stdout
+
+
+def test_isbi_2012_training_data_through_the_command_line(tmp_path):
+    assert ISBI.is_dir(), f"ISBI 2012 data expected at {ISBI} (../shared/data/isbi2012 beside the clone)"
+    out = tmp_path / "isbi.ome.zarr"
+    args = ["--data-dir", str(ISBI), "--raw", "train-volume.tif", "--labels", "train-labels.tif"]
+    args += ["--train-slices", "0", "2", "--val-slices", "2", "3", "--voxel-size", "50", "4", "4"]
+    args += ["--unit", "nanometer", "--chunks", "1", "256", "256"]
+    command = [sys.executable, "-m", "unet_core", "prepare", str(out), *args]  # = unet-core prepare
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = open_store(out)
+    assert root["0"].shape == root["labels/cells/0"].shape == root["weights/0"].shape == (20, 512, 512)
+    labels = tifffile.imread(ISBI / "train-labels.tif")
+    cells = root["labels/cells/0"][...]
+    assert np.array_equal(cells, labels)  # ISBI polarity kept: 255 = cell, 0 = membrane
+    assert 0.15 < (cells == 0).mean() < 0.35  # membranes are the minority class
+    assert np.array_equal(root["0"][...], tifffile.imread(ISBI / "train-volume.tif"))
+    split = read_split(root)
+    assert (split.train, split.val, split.test) == ((0, 2), (2, 3), (20, 20))
+    weights = root["weights/0"][0]
+    assert weights[cells[0] == 0].mean() > 2 * weights[cells[0] > 0].mean()  # membranes weigh more
+    assert io.open_volume(out).voxel_size == (50.0, 4.0, 4.0)

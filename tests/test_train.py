@@ -42,7 +42,8 @@ def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monke
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_store, tmp_path / "resumed", cfg).fit()
-    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 2
+    assert load_checkpoint(tmp_path / "resumed" / ".work" / "last.pt")["iteration"] == 2
+    assert not (tmp_path / "resumed" / "last.pt").exists()  # nothing published before the end
     monkeypatch.setattr(Trainer, "_checkpoint", original)
     Trainer(tiny_store, tmp_path / "resumed", cfg).fit()
 
@@ -52,6 +53,7 @@ def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monke
         assert torch.equal(tensor, resumed["model_state"][key]), key
     assert straight["best_metric"] == resumed["best_metric"]
     assert pd.read_csv(tmp_path / "resumed" / "train_log.csv")["iteration"].tolist() == [2, 4]
+    assert not (tmp_path / "resumed" / ".work").exists()
 
 
 def test_changed_configuration_starts_afresh(tiny_store, tmp_path):
@@ -59,6 +61,16 @@ def test_changed_configuration_starts_afresh(tiny_store, tmp_path):
     trainer = Trainer(tiny_store, tmp_path, TrainConfig(**{**TINY, "lr": 0.02}))
     assert trainer.resume(tmp_path / "last.pt") is False
     assert trainer.iteration == 0
+    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).resume(tmp_path / "last.pt") is True
+
+
+def test_changed_data_starts_afresh(tiny_store, tmp_path):
+    from unet_core.prepare import PrepareConfig, prepare
+
+    Trainer(tiny_store, tmp_path / "m", TrainConfig(**TINY)).fit()
+    other = tmp_path / "other.ome.zarr"
+    prepare(other, PrepareConfig(synthetic_shape=(5, 64, 64), seed=2, train_slices=(0, 3), val_slices=(3, 4)))
+    assert Trainer(other, tmp_path / "m", TrainConfig(**TINY)).resume(tmp_path / "m" / "last.pt") is False
 
 
 @pytest.mark.parametrize(

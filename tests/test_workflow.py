@@ -1,5 +1,6 @@
 """Real snakemake runs of the whole DAG on a tiny synthetic configuration."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -87,11 +88,33 @@ def test_whole_dag_writes_every_output(finished_run):
     assert (metrics["slices"] == "5:6").all()
     train_log = pd.read_csv(results / "model" / "train_log.csv")
     assert train_log["iteration"].tolist() == [3, 6]
-    html = (results / "report" / "index.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 2
-    assert (results / "report" / "metrics.tex").read_text().count("u-net (paper)") == 1
+    check_report_folder(results / "report", metrics)
     for rule in ["prepare", "train", "evaluate"]:
         assert (finished_run / "logs" / "tiny" / f"{rule}.benchmark.tsv").is_file()
+
+
+def check_report_folder(report: Path, metrics: pd.DataFrame) -> None:
+    """The report rule's folder: figures, our numbers as evaluate wrote them, TeX, provenance."""
+    figures = ["held_out", "training", "thresholds", "per_slice", "volume_extra"]
+    assert {p.name for p in (report / "figures").iterdir()} == {
+        f"{f}.{x}" for f in figures for x in ("png", "pdf")
+    }
+    assert (report / "index.html").read_text().count('src="data:image/png;base64,') == len(figures)
+    table = pd.read_csv(report / "metrics.csv").set_index("method")
+    for method in ("unet", "intensity_threshold"):
+        for metric in ("warping_error", "rand_error", "pixel_error"):
+            row = metrics[(metrics["method"] == method) & (metrics["metric"] == metric)].iloc[0]
+            assert table.loc[method, metric] == row["value"]
+            assert table.loc[method, f"{metric}_threshold"] == row["threshold"]
+    tex = (report / "metrics.tex").read_text()
+    assert r"\toprule" in tex and "\nu-net &" in tex and "held-out slices 5 (z, 0-based)" in tex
+    record = json.loads((report / "provenance.json").read_text())
+    assert record["config"]["dataset"] == "tiny" and record["seeds"] == {"prepare.seed": 3, "train.seed": 0}
+    assert set(record["config_files"]) == {"config/config.yaml", "config/volumes.tsv"}
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert record["git"]["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert {"prepare", "train", "predict", "evaluate"} <= set(record["wall_time_per_rule_s"])
+    assert {"data", "model", "prediction", "pred/extra", "seg/extra"} <= set(record["inputs"])
 
 
 def test_rerun_has_nothing_to_do_and_report_builds(finished_run):
@@ -99,7 +122,12 @@ def test_rerun_has_nothing_to_do_and_report_builds(finished_run):
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
     report = run_snakemake(finished_run, "--report", "report.html")
     assert report.returncode == 0, report.stderr[-3000:]
-    assert (finished_run / "report.html").stat().st_size > 10_000
+    snakemake_report = (finished_run / "report.html").read_text()
+    for category in ("Report", "Evaluation", "Training", "Prediction", "Provenance"):
+        assert f'"{category}"' in snakemake_report
+    for name in ("held_out.png", "thresholds.png", "per_slice.png", "training.png", "volume_extra.png"):
+        assert f'"name": "{name}"' in snakemake_report
+    assert "Held-out slices with the lowest, median and highest U-Net Rand error" in snakemake_report
 
 
 def test_default_config_dry_run_and_lint_are_clean():

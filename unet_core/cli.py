@@ -60,10 +60,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import PredictOptions, predict_file
+    from .predict import PredictOptions, gather_prediction, parse_shard, predict_file
 
+    if args.gather:
+        gather_prediction(args.output)
+        return
     _set_threads(args.threads)
-    predict_file(args.model, args.input, args.output, options=_dataclass_from_args(PredictOptions, args))
+    shard = parse_shard(args.shard) if args.shard else None
+    predict_file(
+        args.model, args.input, args.output, options=_dataclass_from_args(PredictOptions, args), shard=shard
+    )
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
@@ -86,17 +92,41 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    import json
 
+    from .report import build_report, pair_volumes
+
+    try:
+        config = None if args.config_json is None else json.loads(args.config_json)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--config-json must be a JSON object: {err}") from err
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"--config-json must be a JSON object, got {type(config).__name__}")
     build_report(
         args.out_dir,
         metrics_csv=args.metrics,
+        per_threshold_csv=args.per_threshold,
+        per_slice_csv=args.per_slice,
         train_log=args.train_log,
         data=args.data,
         prediction=args.prediction,
         segmentation=args.segmentation,
+        volumes=pair_volumes(args.pred_volumes, args.seg_volumes),
+        model=args.model,
+        config=config,
+        config_files=args.configfiles,
+        repo=args.repo,
+        logs=args.logs,
         title=args.title,
+        n_slices=args.n_slices,
     )
+
+
+def cmd_install_profiles(args: argparse.Namespace) -> None:
+    from .profiles import install_profiles
+
+    for path in install_profiles(args.repository):
+        print(f"installed profile {path.name}: {path} -> {path.resolve()}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="volume: TIFF, Zarr, OME-Zarr or file.h5:/dataset")
     p.add_argument("output", help="OME-Zarr of cell probability to write")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--shard", default=None, help="I/N: write only the I-th of N disjoint runs of chunks")
+    p.add_argument("--gather", action="store_true", help="publish OUTPUT once all shards are written")
     _add_dataclass_options(p, PredictOptions)
     p.set_defaults(func=cmd_predict)
 
@@ -145,15 +177,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("report", help="HTML/CSV/TeX report of a run")
-    p.add_argument("out_dir")
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--train-log", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--prediction", required=True)
-    p.add_argument("--segmentation", required=True)
+    p = sub.add_parser("report", help="HTML/CSV/TeX report of a run, with figures and provenance")
+    p.add_argument("out_dir", help="report folder to (re)write: index.html, metrics.csv/.tex, figures/")
+    p.add_argument("--metrics", required=True, help="eval/metrics.csv from unet-core evaluate")
+    p.add_argument("--per-threshold", default=None, help="default: beside --metrics")
+    p.add_argument("--per-slice", default=None, help="default: beside --metrics")
+    p.add_argument("--train-log", required=True, help="model/train_log.csv")
+    p.add_argument("--data", required=True, help="prepared store data.ome.zarr")
+    p.add_argument("--prediction", required=True, help="probability OME-Zarr of the held-out volume")
+    p.add_argument("--segmentation", required=True, help="label OME-Zarr of the held-out volume")
+    p.add_argument("--pred-volumes", nargs="*", default=[], help="pred/<name>.ome.zarr of unlabelled volumes")
+    p.add_argument("--seg-volumes", nargs="*", default=[], help="seg/<name>.ome.zarr, same names")
+    p.add_argument("--model", default=None, help="checkpoint to checksum into provenance.json")
+    p.add_argument("--config-json", default=None, help="the workflow's config as JSON, for provenance")
+    p.add_argument("--configfiles", nargs="*", default=[], help="config files the workflow read")
+    p.add_argument("--repo", default=None, help="directory inside the workflow's git repository")
+    p.add_argument("--logs", default=None, help="log folder with Snakemake *.benchmark.tsv files")
+    p.add_argument("--n-slices", type=int, default=3, help="held-out slices shown in the error figure")
     p.add_argument("--title", default="U-Net segmentation report")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "install-profiles", help="link profiles/slurm and profiles/local so `--profile slurm` finds them"
+    )
+    p.add_argument("--repository", default=".", help="the unet-core checkout (default: current folder)")
+    p.set_defaults(func=cmd_install_profiles)
     return parser
 
 

@@ -1,19 +1,22 @@
-"""Reading EM volumes (TIFF, HDF5, Zarr, OME-Zarr) and writing OME-Zarr (NGFF 0.5, zarr v3).
+"""Reading EM volumes (TIFF, slice folders, HDF5, Zarr, OME-Zarr) and writing OME-Zarr (NGFF 0.5, zarr v3).
 
-Every volume is handled as (Z, Y, X); a 2D image is one slice. Writers are atomic at directory level:
-a store is built under a hidden temporary name beside its destination and renamed into place only when
-complete, so a killed job never leaves a store that looks finished.
+Every volume is handled as (Z, Y, X); a 2D image is one slice. Readers never load a whole volume: a
+multi-page TIFF, a folder of slices or a 2D/5D array is wrapped as a `LazyStack` that reads only the
+slices asked for, so callers can stream stacks larger than memory slab by slab. Writers are atomic at
+directory level: a store is built under a hidden temporary name beside its destination and renamed into
+place only when complete, so a killed job never leaves a store that looks finished.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,10 @@ log = logging.getLogger(__name__)
 NGFF_VERSION = "0.5"
 DEFAULT_VOXEL_SIZE = (1.0, 1.0, 1.0)
 TIFF_SUFFIXES = (".tif", ".tiff")
+SLICE_SUFFIXES = (".png", *TIFF_SUFFIXES)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 HDF5_PATH = re.compile(r"^(?P<file>.+\.(?:h5|hdf5|hdf)):(?P<key>.+)$", re.IGNORECASE)
+ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
 
 class VolumeError(ValueError):
@@ -53,21 +58,116 @@ class Volume:
         return np.dtype(self.array.dtype)
 
 
+class LazyStack:
+    """A read-only (Z, Y, X) array whose slices are read on demand.
+
+    Supports numpy basic indexing (integers, slices, ``...``) and ``np.asarray``; only the slices in the
+    index are read. Used for TIFF stacks, folders of slices and arrays that need a view to become
+    (Z, Y, X); dask wraps it with `dask.array.from_array`.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(z0, z1)`` returns slices ``z0:z1`` as a numpy array of shape ``(z1 - z0, Y, X)``.
+    shape : tuple of 3 int
+        ``(Z, Y, X)``.
+    dtype : numpy dtype
+        Dtype of what ``read`` returns.
+    path : str
+        The source, for messages and for dask's token.
+    """
+
+    def __init__(
+        self, read: Callable[[int, int], np.ndarray], shape: Sequence[int], dtype: Any, *, path: str
+    ) -> None:
+        self._read = read
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.path = path
+        self.chunks = (1, *self.shape[1:])
+        self._token = (path, self.shape, str(self.dtype), _mtime(path))
+
+    ndim = 3
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"LazyStack({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __dask_tokenize__(self) -> tuple:
+        return self._token
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        zkey, rest = _split_key(key, self.shape[0])
+        if isinstance(zkey, int):
+            return self._read(zkey, zkey + 1)[(0, *rest)]
+        start, stop, step = zkey.indices(self.shape[0])
+        if step == 1:
+            data = self._read(start, max(start, stop))
+        else:
+            picks = range(start, stop, step)
+            data = np.empty((len(picks), *self.shape[1:]), self.dtype)
+            for i, z in enumerate(picks):
+                data[i] = self._read(z, z + 1)[0]
+        return data[(slice(None), *rest)]
+
+
+def _split_key(key: Any, n_slices: int) -> tuple[int | slice, tuple]:
+    """Basic index -> (z index or slice, index of the remaining (Y, X) axes)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        at = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:at] + (slice(None),) * (4 - len(key)) + key[at + 1 :]
+    if len(key) > 3 or not all(isinstance(k, slice) or _is_int(k) for k in key):
+        raise TypeError(f"index must be integers, slices or ... over (Z, Y, X), got {key!r}")
+    key = key + (slice(None),) * (3 - len(key))
+    zkey = key[0]
+    if _is_int(zkey):
+        z = operator.index(zkey)
+        z = z + n_slices if z < 0 else z
+        if not 0 <= z < n_slices:
+            raise IndexError(f"slice index {operator.index(zkey)} out of range for {n_slices} slices")
+        zkey = z
+    return zkey, key[1:]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _mtime(path: str) -> int:
+    with contextlib.suppress(OSError):
+        return os.stat(HDF5_PATH.sub(r"\g<file>", path)).st_mtime_ns
+    return 0
+
+
 def open_volume(path: str | os.PathLike, *, key: str | None = None) -> Volume:
-    """Open a volume for reading without loading it (Zarr, OME-Zarr, HDF5) or load it (TIFF).
+    """Open a volume for reading without loading it.
 
     Parameters
     ----------
     path : str or path-like
-        A multi-page TIFF, ``file.h5:/dataset`` for HDF5, a Zarr (v2 or v3) array, or an OME-Zarr image
-        (level 0 of its first multiscale is read).
+        A TIFF (one page per slice), a PNG, a folder of 2D PNG or TIFF slices (stacked in natural order
+        of file names: ``s2.png`` before ``s10.png``), ``file.h5:/dataset`` for HDF5, a Zarr (v2 or v3)
+        array, or an OME-Zarr image (level 0 of its first multiscale is read).
     key : str, optional
         For OME-Zarr stores holding several images, the sub-group to read (``"labels/cells"``).
 
     Returns
     -------
     Volume
-        The array as (Z, Y, X), with voxel size and unit where the file records them.
+        The array as (Z, Y, X), with voxel size and unit where the file records them. A 2D image is one
+        slice; leading axes of length 1 (OME-Zarr's t and c) are dropped.
+
+    Raises
+    ------
+    VolumeError
+        If the path does not exist, is not a readable volume, or holds RGB / multi-channel data.
     """
     text = os.fspath(path)
     hdf5 = HDF5_PATH.match(text)
@@ -76,10 +176,14 @@ def open_volume(path: str | os.PathLike, *, key: str | None = None) -> Volume:
     p = Path(text)
     if not p.exists():
         raise VolumeError(f"{text}: no such file or directory; check the path in your config or volumes.tsv")
-    if p.suffix.lower() in TIFF_SUFFIXES:
+    if p.suffix.lower() in TIFF_SUFFIXES and p.is_file():
         return _open_tiff(p)
+    if p.suffix.lower() == ".png" and p.is_file():
+        return Volume(_read_slice_file(p)[None], text)
     if p.suffix.lower() in HDF5_SUFFIXES:
         raise VolumeError(f"{text}: HDF5 needs the dataset path, written as '{text}:/path/to/dataset'")
+    if p.is_dir() and not any((p / marker).exists() for marker in ZARR_MARKERS):
+        return _open_slice_folder(p)
     return _open_zarr(p, key)
 
 
@@ -88,27 +192,131 @@ def read_volume(path: str | os.PathLike, *, key: str | None = None) -> np.ndarra
     return np.asarray(open_volume(path, key=key).array[...])
 
 
-def _as_zyx(array: Any, path: str) -> Any:
-    if array.ndim == 2:
-        return array[None] if isinstance(array, np.ndarray) else np.asarray(array)[None]
-    if array.ndim != 3:
+def _check_shape(shape: tuple[int, ...], path: str, axes: str = "") -> None:
+    """Refuse what is not (Z, Y, X) after dropping leading 1s; ``axes`` (one letter per axis: C or S =
+    channel, T = time) catches a single RGB image, which is 3D as well."""
+    extra = [size for size, ax in zip(shape, axes, strict=False) if ax in "CST" and size > 1]
+    if extra or len(shape) < 2 or any(s != 1 for s in shape[:-3]):
         raise VolumeError(
-            f"{path}: expected a 2D image or a 3D (Z, Y, X) stack, got shape {tuple(array.shape)}; "
-            "give one channel of a single time point"
+            f"{path}: expected a 2D image or a 3D (Z, Y, X) stack, got shape {shape}; RGB and "
+            "multi-channel data are not supported: save one grayscale channel of one time point"
         )
-    return array
+
+
+def _as_zyx(array: Any, path: str) -> Any:
+    """``array`` itself when 3D, else a (Z, Y, X) view: a 2D image is one slice, leading 1s are dropped."""
+    shape = tuple(int(s) for s in array.shape)
+    _check_shape(shape, path)
+    if len(shape) == 3:
+        return array
+    lead = (0,) * max(len(shape) - 3, 0)
+    if isinstance(array, np.ndarray):
+        return array[lead] if lead else array[None]
+    if lead:
+        return LazyStack(
+            lambda z0, z1: np.asarray(array[(*lead, slice(z0, z1))]), shape[-3:], array.dtype, path=path
+        )
+    return LazyStack(lambda z0, z1: np.asarray(array[...])[None][z0:z1], (1, *shape), array.dtype, path=path)
 
 
 def _open_tiff(path: Path) -> Volume:
     import tifffile
 
     try:
-        data = tifffile.imread(path)
+        tif = tifffile.TiffFile(path)
+        series = tif.series[0]
+        shape, offset = tuple(series.shape), series.dataoffset
     except Exception as err:  # tifffile raises many types for damaged files
         raise VolumeError(f"{path}: not a readable TIFF ({err}); re-export the stack") from err
-    if data.size == 0:
+    if not shape or 0 in shape:
         raise VolumeError(f"{path}: not a readable TIFF (no image data); re-export the stack")
-    return Volume(_as_zyx(data, str(path)), str(path))
+    if len(tif.series) > 1:
+        log.warning("%s: %d image series; reading the first, %s", path, len(tif.series), shape)
+    if offset is None:  # compressed or tiled: tifffile's zarr view decodes page by page
+        _check_shape(shape, str(path), series.axes)
+        return Volume(_as_zyx(zarr.open(tif.aszarr(series=0), mode="r"), str(path)), str(path))
+    stored = series.dtype.newbyteorder(tif.byteorder)
+    tif.close()
+    _check_shape(shape, str(path), series.axes)
+    shape3 = shape if len(shape) == 3 else (1, *shape)
+    return Volume(_contiguous_stack(path, offset, shape3, stored), str(path))
+
+
+def _contiguous_stack(path: Path, offset: int, shape: tuple[int, ...], stored: np.dtype) -> LazyStack:
+    """Uncompressed TIFF data stored as one block: a slab is one seek and one read."""
+    plane = int(np.prod(shape[1:]))
+    native = stored.newbyteorder("=")
+
+    def read(z0: int, z1: int) -> np.ndarray:
+        with open(path, "rb") as handle:
+            handle.seek(offset + z0 * plane * stored.itemsize)
+            data = np.fromfile(handle, dtype=stored, count=(z1 - z0) * plane)
+        if data.size != (z1 - z0) * plane:
+            raise VolumeError(
+                f"{path}: file ends inside slice {z0 + data.size // plane} (truncated?); re-export the stack"
+            )
+        return data.reshape(z1 - z0, *shape[1:]).astype(native, copy=False)
+
+    return LazyStack(read, shape, native, path=str(path))
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key of file names that orders embedded numbers by value (``s2`` before ``s10``)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _read_slice_file(path: Path) -> np.ndarray:
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        try:
+            image = tifffile.imread(path)
+        except Exception as err:
+            raise VolumeError(f"{path}: not a readable TIFF ({err}); re-export the slice") from err
+    else:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as handle:
+                image = np.asarray(handle.convert("L") if handle.mode == "1" else handle)
+        except Exception as err:
+            raise VolumeError(f"{path}: not a readable PNG ({err}); re-export the slice") from err
+    if image.size == 0:
+        raise VolumeError(f"{path}: not a readable TIFF (no image data); re-export the slice")
+    if image.ndim != 2:
+        raise VolumeError(
+            f"{path}: a slice of a folder must be one 2D grayscale image, got shape {image.shape}; "
+            "save single-channel 2D slices"
+        )
+    return image
+
+
+def _open_slice_folder(folder: Path) -> Volume:
+    files = sorted(
+        (f for f in folder.iterdir() if f.suffix.lower() in SLICE_SUFFIXES and not f.name.startswith(".")),
+        key=_natural_key,
+    )
+    if not files:
+        raise VolumeError(
+            f"{folder}: a folder that is neither a Zarr store nor holds PNG or TIFF slices; "
+            "point to a stack, a Zarr/OME-Zarr store or a folder of 2D slices"
+        )
+    first = _read_slice_file(files[0])
+
+    def read(z0: int, z1: int) -> np.ndarray:
+        out = np.empty((z1 - z0, *first.shape), first.dtype)
+        for i, name in enumerate(files[z0:z1]):
+            image = _read_slice_file(name)
+            if image.shape != first.shape or image.dtype != first.dtype:
+                raise VolumeError(
+                    f"{name}: slice {z0 + i} is {image.shape} {image.dtype} but {files[0].name} is "
+                    f"{first.shape} {first.dtype}; every slice of the folder must match"
+                )
+            out[i] = image
+        return out
+
+    log.info("%s: %d slices, %s to %s", folder, len(files), files[0].name, files[-1].name)
+    return Volume(LazyStack(read, (len(files), *first.shape), first.dtype, path=str(folder)), str(folder))
 
 
 def _open_hdf5(path: str, key: str) -> Volume:
@@ -116,11 +324,16 @@ def _open_hdf5(path: str, key: str) -> Volume:
 
     if not Path(path).exists():
         raise VolumeError(f"{path}: no such HDF5 file; check the path in your config or volumes.tsv")
-    handle = h5py.File(path, "r")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise VolumeError(f"{path}: not a readable HDF5 file ({err}); re-export it") from err
     if key not in handle or not isinstance(handle[key], h5py.Dataset):
         names: list[str] = []
         handle.visit(lambda n: names.append(n) if isinstance(handle[n], h5py.Dataset) else None)
-        raise VolumeError(f"{path}: no dataset '{key}'; datasets in the file: {names}")
+        raise VolumeError(
+            f"{path}: no dataset '{key}'; datasets in the file: {names}; write it as '{path}:/<dataset>'"
+        )
     return Volume(_as_zyx(handle[key], f"{path}:{key}"), f"{path}:{key}")
 
 
@@ -150,6 +363,9 @@ def _open_zarr(path: Path, key: str | None) -> Volume:
     if axes and isinstance(axes[-1], dict):
         unit = axes[-1].get("unit")
     array = node[level0["path"]]
+    kinds = {"channel": "C", "time": "T"}
+    letters = "".join(kinds.get(a.get("type"), "-") if isinstance(a, dict) else "-" for a in axes)
+    _check_shape(tuple(array.shape), str(path), letters if len(letters) == array.ndim else "")
     return Volume(_as_zyx(array, str(path)), str(path), voxel_size, unit)
 
 
@@ -184,7 +400,12 @@ def ngff_image_attrs(
 
 
 def compressor(level: int = 5) -> BloscCodec:
-    """The chunk codec of every store written here: Blosc zstd with bit shuffling."""
+    """The chunk codec of every store written here: Blosc zstd with bit shuffling.
+
+    ``level`` runs from 0 (stored uncompressed, fastest) to 9 (smallest, slowest).
+    """
+    if not _is_int(level) or not 0 <= level <= 9:
+        raise ValueError(f"compression level must be an integer from 0 to 9, got {level!r}")
     return BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")
 
 
@@ -198,10 +419,11 @@ def create_image(
     voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE,
     unit: str | None = None,
     label: bool = False,
+    compression_level: int = 5,
 ) -> zarr.Array:
     """Create an NGFF image (or label image) ``name`` inside ``group`` and return its level-0 array.
 
-    ``name = ""`` makes ``group`` itself the image.
+    ``name = ""`` makes ``group`` itself the image; ``compression_level`` goes to `compressor`.
     """
     image = group if not name else group.require_group(name)
     attrs = ngff_image_attrs(name or "image", voxel_size=voxel_size, unit=unit)
@@ -210,7 +432,12 @@ def create_image(
     image.attrs.update(attrs)
     chunks = tuple(min(int(c), int(s)) or 1 for c, s in zip(chunks, shape, strict=True))
     return image.create_array(
-        "0", shape=tuple(shape), dtype=dtype, chunks=chunks, compressors=compressor(), fill_value=0
+        "0",
+        shape=tuple(shape),
+        dtype=dtype,
+        chunks=chunks,
+        compressors=compressor(compression_level),
+        fill_value=0,
     )
 
 

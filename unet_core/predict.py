@@ -7,15 +7,22 @@ whole-image prediction. Reading and decoding the next blocks overlaps with compu
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import torch
 import zarr
@@ -24,7 +31,8 @@ from tqdm import tqdm
 from . import io
 from .checkpoint import load_model
 from .model import UNet
-from .tiling import Block, Roi, network_input, plan_blocks, read_mirrored
+from .paths import refuse_overwriting_input
+from .tiling import Block, Roi, mirror_plan, network_input, plan_blocks, read_mirrored, unfold
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +135,107 @@ def encode(prob: np.ndarray, dtype: str) -> np.ndarray:
     return prob.astype(dtype)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError as err:
+        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from err
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def shard_blocks(blocks: list[Block], shard: tuple[int, int]) -> list[Block]:
+    """The ``i``-th of ``n`` contiguous, disjoint runs of blocks (contiguous runs share halo reads)."""
+    index, count = shard
+    return blocks[len(blocks) * index // count : len(blocks) * (index + 1) // count]
+
+
+def fingerprint(
+    model_path: str | Path, volume: io.Volume, options: PredictOptions, device: torch.device
+) -> str:
+    """Identity of everything that decides the output's values: a resumed run may reuse chunks only when
+    it matches (another model or other options invalidate old chunks instead of mixing them)."""
+    digest = hashlib.sha256(Path(model_path).read_bytes())
+    identity = {
+        "input": os.path.abspath(volume.path),
+        "shape": volume.shape,
+        "dtype": str(volume.dtype),
+        "options": dataclasses.asdict(options) | {"device": device.type, "prefetch": None},
+    }
+    digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+class PredictionStore:
+    """The resumable work store behind one output OME-Zarr.
+
+    Shards write disjoint chunks into ``.<name>.work`` beside the output and drop an empty marker file per
+    chunk in ``.done/`` only after the chunk is stored (zarr writes each chunk file atomically). A killed
+    shard re-run skips marked chunks; `finish` checks every chunk is marked and renames the store into
+    place, so the output path only ever holds a complete prediction.
+    """
+
+    def __init__(self, output_path: str | Path) -> None:
+        self.output = Path(output_path)
+        self.work = self.output.parent / f".{self.output.name}.work"
+        self.done = self.work / ".done"
+
+    def open(self, *, volume: io.Volume, options: PredictOptions, key: str, n_blocks: int) -> zarr.Array:
+        """The work array, created afresh unless an earlier run with the same fingerprint left one."""
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.output.parent / f".{self.output.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # shards starting together create the store once
+            if self.work.exists():
+                attrs = dict(zarr.open_group(store=str(self.work), mode="r").attrs).get("unet_core", {})
+                if attrs.get("fingerprint") == key:
+                    return zarr.open_group(store=str(self.work), mode="r+")["0"]
+                log.warning("%s belongs to another model or options: starting afresh", self.work)
+                shutil.rmtree(self.work)
+            root = zarr.open_group(store=str(self.work), mode="w", zarr_format=3)
+            self.done.mkdir()
+            target = io.create_image(
+                root,
+                "",
+                shape=volume.shape,
+                dtype=options.output_dtype,
+                chunks=options.block_shape,
+                voxel_size=volume.voxel_size,
+                unit=volume.unit,
+            )
+            root.attrs["unet_core"] = {
+                "content": "probability of cell interior",
+                "fingerprint": key,
+                "chunks_total": n_blocks,
+            }
+            return target
+
+    def is_done(self, block: Block) -> bool:
+        return (self.done / str(block.block_id)).exists()
+
+    def mark_done(self, block: Block) -> None:
+        (self.done / str(block.block_id)).touch()
+
+    def finish(self) -> None:
+        """Check that every chunk is written, then move the store to the output path."""
+        if not self.work.exists():
+            raise ValueError(f"{self.work}: no prediction in progress; run the predict shards first")
+        total = dict(zarr.open_group(store=str(self.work), mode="r").attrs)["unet_core"]["chunks_total"]
+        missing = sorted(set(range(total)) - {int(p.name) for p in self.done.iterdir()})
+        if missing:
+            raise ValueError(
+                f"{self.output}: {len(missing)} of {total} chunks are not written yet (block ids "
+                f"{missing[:10]}...); run the remaining shards, then gather again"
+            )
+        shutil.rmtree(self.done)
+        for leftover in self.work.rglob("*.partial"):  # zarr's temp file of a chunk write that was killed
+            leftover.unlink()
+        if self.output.exists():
+            shutil.rmtree(self.output)
+        os.replace(self.work, self.output)
+
+
 def predict_blocks(
     predictor: TilePredictor,
     source: Any,
@@ -134,38 +243,55 @@ def predict_blocks(
     blocks: list[Block],
     *,
     prefetch: int = 2,
+    on_stored: Callable[[Block], None] | None = None,
 ) -> float:
     """Predict ``blocks`` of ``source`` into ``target``; returns output voxels per second.
 
-    A reader thread pool keeps ``prefetch`` blocks decoded ahead of the model; a writer pool encodes
-    and stores finished blocks while the next one computes.
+    Reader threads keep ``prefetch`` blocks read ahead of the model (dask decodes the chunks under each
+    block's halo in parallel); writer threads encode and store finished blocks while the next computes.
+    ``on_stored(block)`` runs once a block's chunk is on disk.
     """
+    lazy = _as_dask(source)
     start, voxels = time.perf_counter(), 0
+
+    def store(block: Block, out: np.ndarray) -> None:
+        target[block.write_roi.to_slices()] = out
+        if on_stored is not None:
+            on_stored(block)
+
     with ThreadPoolExecutor(max(prefetch, 1)) as readers, ThreadPoolExecutor(2) as writers:
-        pending_writes: list[Future] = []
+        pending: list[Future] = []
         bar = tqdm(total=len(blocks), unit="chunk", mininterval=2.0, desc="predict")
-        for block, tile in _prefetched(readers, source, blocks, predictor.depth, prefetch):
+        for block, tile in _prefetched(readers, lazy, blocks, predictor.depth, prefetch):
             try:
                 prob = predictor.tiles(tile.result())
             except Exception as err:
                 raise RuntimeError(f"prediction of chunk {block.grid_index} failed: {err}") from err
             _, crop = network_input(block.write_roi, predictor.depth)
             out = encode(prob[crop], str(target.dtype))
-            pending_writes.append(writers.submit(target.__setitem__, block.write_roi.to_slices(), out))
+            pending.append(writers.submit(store, block, out))
             voxels += out.size
             bar.update(1)
-            bar.set_postfix_str(f"{voxels / (time.perf_counter() - start) / 1e6:.2f} Mvox/s")
-        for write in pending_writes:
+            bar.set_postfix_str(f"{voxels / (time.perf_counter() - start) / 1e6:.2f} Mvox/s", refresh=False)
+        for write in pending:
             write.result()
         bar.close()
     return voxels / max(time.perf_counter() - start, 1e-9)
 
 
+def _as_dask(source: Any) -> da.Array:
+    if isinstance(source, zarr.Array):
+        return da.from_zarr(source)
+    chunks = getattr(source, "chunks", None) or (1, *source.shape[1:])
+    return da.from_array(source, chunks=chunks)
+
+
 def _prefetched(
-    pool: ThreadPoolExecutor, source: Any, blocks: list[Block], depth: int, ahead: int
+    pool: ThreadPoolExecutor, source: da.Array, blocks: list[Block], depth: int, ahead: int
 ) -> Iterator[tuple[Block, Future]]:
     def read(block: Block) -> np.ndarray:
-        return read_mirrored(source, network_input(block.write_roi, depth)[0])
+        box, take = mirror_plan(network_input(block.write_roi, depth)[0], source.shape)
+        return unfold(source[box].compute(scheduler="threads"), take)
 
     queue: list[tuple[Block, Future]] = []
     for block in blocks:
@@ -181,31 +307,61 @@ def predict_file(
     output_path: str | Path,
     *,
     options: PredictOptions,
+    shard: tuple[int, int] | None = None,
 ) -> float:
-    """Predict a whole volume file into a new OME-Zarr of cell probability; returns voxels/s."""
+    """Predict a volume into an OME-Zarr of cell probability; returns output voxels/s.
+
+    Without ``shard`` the whole volume is predicted and the output appears when complete. With
+    ``shard=(i, n)`` only that shard's chunks are written into the work store; `gather_prediction`
+    then publishes the output. Either way a re-run after a kill continues with the missing chunks.
+    """
     device = resolve_device(options.device)
     model, normalization = load_model(model_path, device=device)
     predictor = TilePredictor(
         model, normalization=normalization, device=device, tta=options.tta, bf16=options.bf16
     )
     volume = io.open_volume(input_path)
+    refuse_overwriting_input(output_path, input_path)
     blocks = plan_blocks(volume.shape, options.block_shape)
-    log.info("predicting %s %s in %d chunks on %s", input_path, volume.shape, len(blocks), device)
-    with io.atomic_directory(output_path) as tmp:
-        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
-        target = io.create_image(
-            root,
-            "",
-            shape=volume.shape,
-            dtype=options.output_dtype,
-            chunks=options.block_shape,
-            voxel_size=volume.voxel_size,
-            unit=volume.unit,
-        )
-        root.attrs["unet_core"] = {
-            "content": "probability of cell interior",
-            "model": str(model_path),
-        }
-        rate = predict_blocks(predictor, volume.array, target, blocks, prefetch=options.prefetch)
+    store = PredictionStore(output_path)
+    key = fingerprint(model_path, volume, options, device)
+    target = store.open(volume=volume, options=options, key=key, n_blocks=len(blocks))
+    todo = [b for b in (shard_blocks(blocks, shard) if shard else blocks) if not store.is_done(b)]
+    log.info(
+        "predicting %s %s: %d of %d chunks to do on %s",
+        input_path,
+        volume.shape,
+        len(todo),
+        len(blocks),
+        device,
+    )
+    rate = predict_blocks(
+        predictor, volume.array, target, todo, prefetch=options.prefetch, on_stored=store.mark_done
+    )
+    if shard is None:
+        store.finish()
     log.info("wrote %s at %.2f Mvox/s", output_path, rate / 1e6)
     return rate
+
+
+def shard_resources(
+    input_path: str | Path,
+    *,
+    shards: int,
+    block_shape: tuple[int, int, int],
+    mvox_per_minute: float,
+    attempt: int = 1,
+) -> dict[str, int]:
+    """Scheduler requests of one predict shard: runtime scales with the shard's voxels, memory with the
+    block size (blocks stream, so the volume's size does not matter); both grow with the retry attempt."""
+    voxels = float(np.prod(io.open_volume(input_path).shape)) / shards
+    block_mb = float(np.prod(block_shape)) * 4 * 16 / 1e6  # input, halo, probabilities, prefetch queue
+    return {
+        "runtime": int(attempt * (15 + 2 * voxels / 1e6 / mvox_per_minute)),
+        "mem_mb": int(attempt * (4000 + block_mb)),
+    }
+
+
+def gather_prediction(output_path: str | Path) -> None:
+    """Publish a sharded prediction once every shard has written its chunks."""
+    PredictionStore(output_path).finish()

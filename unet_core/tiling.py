@@ -92,18 +92,26 @@ def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
     return np.where(idx < size, idx, period - 1 - idx)
 
 
-def read_mirrored(array: Any, roi: Roi) -> np.ndarray:
-    """Read ``roi`` from ``array``: real data inside the volume, mirrored data outside it."""
-    shape = tuple(int(s) for s in array.shape)
-    inside = roi.intersect(Roi((0,) * len(shape), shape))
-    if inside.shape == roi.shape:
-        return np.asarray(array[roi.to_slices()])
-    # Read only the needed part of the volume (one bounding box), then gather the mirrored indices from it.
+def mirror_plan(roi: Roi, shape: Sequence[int]) -> tuple[tuple[slice, ...], list[np.ndarray]]:
+    """How to read ``roi`` from a volume of ``shape``: one bounding box of real data, and per axis the
+    indices (relative to that box) that unfold it into the mirrored roi."""
     indices = [mirror_indices(b, e, s) for b, e, s in zip(roi.begin, roi.end, shape, strict=True)]
     lo = [int(i.min()) for i in indices]
-    hi = [int(i.max()) + 1 for i in indices]
-    data = np.asarray(array[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))])
-    return data[np.ix_(*[i - a for i, a in zip(indices, lo, strict=True)])]
+    box = tuple(slice(a, int(i.max()) + 1) for a, i in zip(lo, indices, strict=True))
+    return box, [i - a for i, a in zip(indices, lo, strict=True)]
+
+
+def unfold(box_data: np.ndarray, take: list[np.ndarray]) -> np.ndarray:
+    """Apply the indices of `mirror_plan` to the data read from its bounding box."""
+    if all(len(t) == n and (t == np.arange(n)).all() for t, n in zip(take, box_data.shape, strict=True)):
+        return np.asarray(box_data)  # fully inside the volume: no copy
+    return np.asarray(box_data)[np.ix_(*take)]
+
+
+def read_mirrored(array: Any, roi: Roi) -> np.ndarray:
+    """Read ``roi`` from ``array``: real data inside the volume, mirrored data outside it."""
+    box, take = mirror_plan(roi, array.shape)
+    return unfold(np.asarray(array[box]), take)
 
 
 def input_roi_2d(write_begin: int, write_size: int, depth: int) -> tuple[int, int, int]:

@@ -1,17 +1,20 @@
 """Training as the paper did it: weighted pixel-wise cross entropy, SGD with momentum 0.99, one large tile.
 
-The loop writes ``last.pt`` (everything needed to resume: model, optimiser, scheduler, RNG, iteration,
-best metric so far) and ``best.pt`` (the checkpoint with the best validation metric), both atomically,
-and ``train_log.csv``. A re-run with the same configuration resumes from ``last.pt`` and reaches the
-same weights as an uninterrupted run (CPU, same seed).
+While training, ``<out>/.work/`` holds ``last.pt`` (everything needed to resume: model, optimiser,
+scheduler, RNG, iteration, best metric so far), ``best.pt`` (best validation metric) and
+``train_log.csv``, all written atomically; they are published to ``<out>/`` when training completes.
+A re-run with the same configuration and data resumes from ``.work/last.pt`` and reaches the same
+weights as an uninterrupted run (CPU, same seed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from . import metrics
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig
 from .dataset import TileDataset, normalization_range, open_store, read_split
-from .io import atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text
 from .model import UNet, UNetConfig, output_size
 from .predict import TilePredictor, predict_array, resolve_device
 
@@ -109,6 +112,7 @@ class Trainer:
 
     def __init__(self, data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainConfig) -> None:
         self.cfg, self.out_dir = cfg, Path(out_dir)
+        self.work_dir = self.out_dir / ".work"
         self.device = resolve_device(cfg.device)
         root = open_store(data_path)
         split = read_split(root)
@@ -116,12 +120,13 @@ class Trainer:
         train = split.slices("train")
         if train.stop <= train.start:
             raise ValueError(f"{data_path}: the training split {split.train} is empty; fix split.train")
-        train_raw = np.asarray(raw[train])
+        train_raw, train_labels, train_weights = (np.asarray(a[train]) for a in (raw, labels, weights))
+        self.data_sha256 = _sha256(train_raw, train_labels, train_weights)
         self.normalization = normalization_range(train_raw)
         self.dataset = TileDataset(
             train_raw,
-            np.asarray(labels[train]),
-            np.asarray(weights[train]),
+            train_labels,
+            train_weights,
             input_size=cfg.tile_size,
             depth=cfg.model.depth,
             normalization=self.normalization,
@@ -144,6 +149,7 @@ class Trainer:
         return {
             "model_config": self.cfg.model.to_dict(),
             "train_config": self.cfg.to_dict(),
+            "data_sha256": self.data_sha256,
             "model_state": self.model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(),
@@ -161,8 +167,8 @@ class Trainer:
         if not path.is_file():
             return False
         state = load_checkpoint(path, device=self.device)
-        if state["train_config"] != self.cfg.to_dict():
-            log.warning("%s was trained with another configuration: starting afresh", path)
+        if state["train_config"] != self.cfg.to_dict() or state["data_sha256"] != self.data_sha256:
+            log.warning("%s was trained with another configuration or data: starting afresh", path)
             return False
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
@@ -205,8 +211,8 @@ class Trainer:
 
     def fit(self) -> None:
         """Train until ``cfg.iterations``, resuming from ``last.pt`` when it belongs to this run."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.resume(self.out_dir / "last.pt")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.resume(self.work_dir / "last.pt")
         self.model.train()
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(
@@ -230,25 +236,40 @@ class Trainer:
             if self.iteration % self.cfg.val_every == 0 or self.iteration == self.cfg.iterations:
                 tiles_per_s = len(losses) * self.cfg.batch_size / (time.perf_counter() - tick)
                 self._checkpoint(float(np.mean(losses)), tiles_per_s)
-                bar.set_postfix_str(f"loss {np.mean(losses):.4f}")
+                bar.set_postfix_str(f"loss {np.mean(losses):.4f}", refresh=False)
                 losses, tick = [], time.perf_counter()
         bar.close()
+        self._publish()
+
+    def _publish(self) -> None:
+        # Outputs appear only when training is complete; the work folder (resume state that a workflow
+        # manager's clean-up of failed outputs must not delete) goes once they are all in place.
+        for name in ("train_log.csv", "best.pt", "last.pt"):
+            atomic_write_bytes(self.out_dir / name, (self.work_dir / name).read_bytes())
+        shutil.rmtree(self.work_dir)
 
     def _checkpoint(self, loss: float, tiles_per_s: float) -> None:
         row = {"iteration": self.iteration, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
         row |= self.validate() if len(self.val_raw) else {}
         row["tiles_per_s"] = tiles_per_s
         metric = loss if self.cfg.select_metric == "loss" else row.get(f"val_{self.cfg.select_metric}", loss)
-        improved = metric < self.best
+        improved = self.best_iteration == 0 or metric < self.best  # NaN-safe: the first one counts
         if improved:
             self.best, self.best_iteration = metric, self.iteration
         self.log_rows.append(row)
         log.info("iteration %d: %s", self.iteration, row)
         state = self.state()
         if improved:
-            save_checkpoint(self.out_dir / "best.pt", state)
-        atomic_write_text(self.out_dir / "train_log.csv", pd.DataFrame(self.log_rows).to_csv(index=False))
-        save_checkpoint(self.out_dir / "last.pt", state)  # last: everything above is already on disk
+            save_checkpoint(self.work_dir / "best.pt", state)
+        atomic_write_text(self.work_dir / "train_log.csv", pd.DataFrame(self.log_rows).to_csv(index=False))
+        save_checkpoint(self.work_dir / "last.pt", state)  # last: everything above is already on disk
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def train(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainConfig) -> Path:

@@ -4,6 +4,8 @@ import shlex
 import pandas as pd
 from snakemake.utils import validate
 
+from unet_core.paths import volume_file
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -29,6 +31,7 @@ VOLUMES = read_volumes(config.get("volumes", ""))
 
 wildcard_constraints:
     volume="[A-Za-z0-9_.-]+",
+    shard="[0-9]+",
 
 
 def cli_args(section):
@@ -46,9 +49,15 @@ def cli_args(section):
 
 
 def get_volume_path(wildcards):
+    """The volume as unet-core reads it (file.h5:/dataset for HDF5)."""
     if wildcards.volume == HELD_OUT:
         return f"{RESULTS}/data.ome.zarr"
     return VOLUMES.loc[wildcards.volume, "path"]
+
+
+def get_volume_file(wildcards):
+    """The file or folder holding the volume, which Snakemake tracks as input."""
+    return volume_file(get_volume_path(wildcards))
 
 
 def get_final_outputs():
@@ -58,3 +67,17 @@ def get_final_outputs():
         f"{RESULTS}/report/index.html",
         *(f"{RESULTS}/seg/{v}.ome.zarr" for v in volumes),
     ]
+
+
+def get_shard_resources(wildcards, input, attempt):
+    from unet_core.predict import shard_resources
+
+    if not os.path.exists(input.volume):  # not made yet: Snakemake decides once it exists
+        raise FileNotFoundError(2, "not created yet", input.volume)
+    return shard_resources(
+        get_volume_path(wildcards),
+        shards=config["predict_shards"],
+        block_shape=config["predict"].get("block_shape", [1, 512, 512]),
+        mvox_per_minute=config["predict_mvox_per_minute"],
+        attempt=attempt,
+    )

@@ -1,4 +1,15 @@
+# prepare.raw and prepare.labels as input files (relative to prepare.data_dir, as unet-core resolves them;
+# the HDF5 file of file.h5:/dataset), so that changed data reruns prepare; none for the synthetic volume.
+PREPARE_INPUT = {
+    key: volume_file(os.path.join(config["prepare"].get("data_dir", ""), config["prepare"][key]))
+    for key in ("raw", "labels")
+    if config["prepare"].get(key)
+}
+
+
 rule prepare:
+    input:
+        **PREPARE_INPUT,
     output:
         data=directory(f"{RESULTS}/data.ome.zarr"),
     log:

@@ -1,21 +1,86 @@
+import json
+
+REPORT = f"{RESULTS}/report"
+# Figure stems written by `unet-core report` (unet_core.report.FIGURES, volume_figure_name).
+REPORT_FIGURES = ["held_out", "training", "thresholds", "per_slice"]
+
+
 rule report:
     input:
+        # Input function (a lambda: the linter wants named functions in common.smk): the unlabelled
+        # volumes of volumes.tsv, shown as orthogonal views.
+        unpack(
+            lambda wildcards: {
+                "pred_volumes": expand(f"{RESULTS}/pred/{{volume}}.ome.zarr", volume=VOLUMES["name"]),
+                "seg_volumes": expand(f"{RESULTS}/seg/{{volume}}.ome.zarr", volume=VOLUMES["name"]),
+            }
+        ),
         metrics=f"{RESULTS}/eval/metrics.csv",
+        per_threshold=f"{RESULTS}/eval/metrics_per_threshold.csv",
+        per_slice=f"{RESULTS}/eval/metrics_per_slice.csv",
         train_log=f"{RESULTS}/model/train_log.csv",
+        model=f"{RESULTS}/model/best.pt",
         data=f"{RESULTS}/data.ome.zarr",
         prob=f"{RESULTS}/pred/{HELD_OUT}.ome.zarr",
         seg=f"{RESULTS}/seg/{HELD_OUT}.ome.zarr",
     output:
-        index=report(
-            f"{RESULTS}/report/index.html",
-            caption="../report/index.rst",
-            category="Report",
+        index=report(f"{REPORT}/index.html", caption="../report/index.rst", category="Report"),
+        table=report(
+            f"{REPORT}/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            subcategory="Tables",
+        ),
+        tex=report(
+            f"{REPORT}/metrics.tex",
+            caption="../report/metrics_tex.rst",
+            category="Evaluation",
+            subcategory="Tables",
+        ),
+        held_out=report(
+            f"{REPORT}/figures/held_out.png",
+            caption="../report/held_out.rst",
+            category="Evaluation",
+            subcategory="Held-out slices",
+        ),
+        thresholds=report(
+            f"{REPORT}/figures/thresholds.png",
+            caption="../report/thresholds.rst",
+            category="Evaluation",
+            subcategory="Thresholds",
+        ),
+        per_slice=report(
+            f"{REPORT}/figures/per_slice.png",
+            caption="../report/per_slice.rst",
+            category="Evaluation",
+            subcategory="Per slice",
+        ),
+        training=report(
+            f"{REPORT}/figures/training.png", caption="../report/training.rst", category="Training"
+        ),
+        volumes=report(
+            expand(f"{REPORT}/figures/volume_{{volume}}.png", volume=VOLUMES["name"]),
+            caption="../report/volume.rst",
+            category="Prediction",
+            subcategory="Orthogonal views",
+        ),
+        pdfs=expand(
+            f"{REPORT}/figures/{{name}}.pdf",
+            name=[*REPORT_FIGURES, *(f"volume_{v}" for v in VOLUMES["name"])],
+        ),
+        provenance=report(
+            f"{REPORT}/provenance.json", caption="../report/provenance.rst", category="Provenance"
         ),
     log:
         f"{LOGS}/report.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.index),
         title=f"U-Net on {config['dataset']}",
+        config_json=json.dumps(config, sort_keys=True),
+        # config files and the volume sheet the workflow read, checksummed into provenance.json
+        configfiles=[*workflow.configfiles, *([config["volumes"]] if config.get("volumes") else [])],
+        repo=workflow.basedir,
+        logs=LOGS,
     conda:
         "../../envs/unet-core.yaml"
     threads: 1
@@ -23,6 +88,10 @@ rule report:
         mem_mb=4000,
         runtime=30,
     shell:
-        "unet-core report {params.out_dir:q} --metrics {input.metrics:q} --train-log {input.train_log:q}"
-        " --data {input.data:q} --prediction {input.prob:q} --segmentation {input.seg:q}"
-        " --title {params.title:q} > {log:q} 2>&1"
+        "unet-core report {params.out_dir:q} --metrics {input.metrics:q}"
+        " --per-threshold {input.per_threshold:q} --per-slice {input.per_slice:q}"
+        " --train-log {input.train_log:q} --model {input.model:q} --data {input.data:q}"
+        " --prediction {input.prob:q} --segmentation {input.seg:q}"
+        " --pred-volumes {input.pred_volumes:q} --seg-volumes {input.seg_volumes:q}"
+        " --config-json {params.config_json:q} --configfiles {params.configfiles:q}"
+        " --repo {params.repo:q} --logs {params.logs:q} --title {params.title:q} > {log:q} 2>&1"

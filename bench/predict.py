@@ -1,0 +1,148 @@
+"""Benchmark of overlap-tile inference, Zarr to Zarr, against the bare model on the same tiles.
+
+Prints, measured side by side in one run on this machine:
+- efficiency: end-to-end output voxels/s of `predict_file` (read, decode, mirror, model, encode, write,
+  resume markers) over the model's voxels/s on the very same input tiles already in memory;
+- halo overhead: input voxels computed per output voxel for the block size;
+- memory: peak RSS of a prediction of a volume 4x larger over that of the base volume;
+- on a GPU, the ratio to DESIGN.md's H200 ceiling of the raw model.
+
+    python bench/predict.py                         # CPU defaults: depth 3, width 16
+    python bench/predict.py --depth 4 --width 64 --block 1 1028 1028   # the paper's network (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from unet_core import io
+from unet_core.checkpoint import save_checkpoint
+from unet_core.model import UNet, UNetConfig
+from unet_core.predict import PredictOptions, TilePredictor, predict_file, resolve_device
+from unet_core.tiling import network_input, plan_blocks, read_mirrored
+
+H200_CEILING_MPX = {"eager bf16": 156.0, "compiled bf16": 249.0}
+
+
+def make_inputs(folder: Path, args: argparse.Namespace, shape: list[int] | None = None) -> tuple[Path, Path]:
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(depth=args.depth, width=args.width))
+    checkpoint = folder / "model.pt"
+    save_checkpoint(
+        checkpoint,
+        {
+            "model_config": model.config.to_dict(),
+            "model_state": model.state_dict(),
+            "normalization": [0.0, 255.0],
+        },
+    )
+    source = folder / "input.ome.zarr"
+    target = io.create_image(
+        zarr.open_group(store=str(source), mode="w", zarr_format=3), "", shape=shape or args.shape,
+        dtype="uint8", chunks=args.block,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    for z in range(target.shape[0]):  # slice by slice: the benchmark itself stays small in memory
+        target[z] = rng.integers(0, 255, target.shape[1:], dtype=np.uint8)
+    return checkpoint, source
+
+
+def raw_model_rate(checkpoint: Path, source: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """Output voxels/s of the model alone on the pipeline's own input tiles, and the halo overhead."""
+    from unet_core.checkpoint import load_model
+
+    device = resolve_device(args.device)
+    model, normalization = load_model(checkpoint, device=device)
+    predictor = TilePredictor(model, normalization=normalization, device=device)
+    array = io.open_volume(source).array
+    blocks = plan_blocks(array.shape, args.block)
+    tiles = [read_mirrored(array, network_input(b.write_roi, args.depth)[0]) for b in blocks]
+    predictor.tiles(tiles[0])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for tile in tiles:
+        predictor.tiles(tile)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    out_voxels = float(np.prod(array.shape))
+    in_voxels = float(sum(t.size for t in tiles))
+    return out_voxels / elapsed, in_voxels / out_voxels
+
+
+def pipeline_rate(checkpoint: Path, source: Path, folder: Path, args: argparse.Namespace) -> float:
+    options = PredictOptions(block_shape=tuple(args.block), device=args.device)
+    predict_file(checkpoint, source, folder / "warmup.ome.zarr", options=options)  # same warm-up as raw
+    start = time.perf_counter()
+    predict_file(checkpoint, source, folder / "output.ome.zarr", options=options)
+    return float(np.prod(args.shape)) / (time.perf_counter() - start)
+
+
+def peak_rss_mb(shape: list[int], folder: Path, args: argparse.Namespace) -> float:
+    """Peak RSS (MB) of a fresh process predicting a volume of ``shape`` written beforehand."""
+    checkpoint, source = make_inputs(folder, args, shape)
+    child = [
+        sys.executable, __file__, "--child", str(checkpoint), str(source), "--block", *map(str, args.block),
+        "--device", args.device, "--threads", str(args.threads),
+    ]  # fmt: skip
+    result = subprocess.run(child, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[8, 1024, 1024])
+    parser.add_argument("--block", type=int, nargs=3, default=[1, 512, 512])
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "INPUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        output = Path(args.child[1]).with_name("output.ome.zarr")
+        options = PredictOptions(block_shape=tuple(args.block), device=args.device)
+        predict_file(args.child[0], args.child[1], output, options=options)
+        print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        checkpoint, source = make_inputs(folder, args)
+        device = resolve_device(args.device)
+        name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
+        print(
+            f"device: {name}; U-Net depth {args.depth} width {args.width};"
+            f" volume {args.shape}, block {args.block}"
+        )
+        raw, halo = raw_model_rate(checkpoint, source, args)
+        pipe = pipeline_rate(checkpoint, source, folder, args)
+        print(f"raw model on the same tiles : {raw / 1e6:8.3f} Mvox/s")
+        print(f"pipeline Zarr -> Zarr       : {pipe / 1e6:8.3f} Mvox/s")
+        print(f"efficiency (pipeline / raw) : {pipe / raw:8.3f}   (target >= 0.85 on CPU)")
+        print(f"halo overhead (in/out vox)  : {halo:8.3f}   (target <= 1.5 for the default tile)")
+        if device.type == "cuda":
+            for label, ceiling in H200_CEILING_MPX.items():
+                print(f"raw / H200 ceiling ({label}): {raw / 1e6 / ceiling:.3f}")
+    big = [args.shape[0] * 4, *args.shape[1:]]
+    with tempfile.TemporaryDirectory() as small_dir, tempfile.TemporaryDirectory() as big_dir:
+        rss_small = peak_rss_mb(args.shape, Path(small_dir), args)
+        rss_big = peak_rss_mb(big, Path(big_dir), args)
+    print(f"peak RSS {args.shape}: {rss_small:.0f} MB; {big} (4x): {rss_big:.0f} MB")
+    print(f"peak RSS ratio (4x volume / volume): {rss_big / rss_small:8.3f}   (target <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

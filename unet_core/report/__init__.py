@@ -1,0 +1,372 @@
+"""The report folder a paper author lifts from.
+
+``build_report`` writes, atomically, into ``results/<ds>/report/``::
+
+    index.html         self-contained page (figures inline), opens offline
+    metrics.csv        our rows beside the U-Net paper's Table 1, with thresholds
+    metrics.tex        the same as a booktabs table fragment
+    provenance.json    config and its hash, git commit, packages, seeds, input checksums, machine, timings
+    figures/<name>.png and .pdf, names in FIGURES (plus volume_<name> per extra volume)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import io
+from ._figures import (
+    held_out_figure,
+    label_colours,
+    orthoviews_figure,
+    per_slice_figure,
+    save_figure,
+    threshold_figure,
+    training_figure,
+)
+from ._html import render_page
+from ._provenance import (
+    MAX_CONTENT_BYTES,
+    benchmark_times,
+    find_seeds,
+    git_state,
+    hardware,
+    input_checksums,
+    package_versions,
+    provenance,
+    rule_times,
+    sha256_file,
+    store_digest,
+)
+from ._tables import (
+    DEFINITIONS,
+    PAPER_SOURCE,
+    PUBLISHED,
+    held_out_note,
+    html_table,
+    latex_table,
+    read_eval_metrics,
+    slice_range_text,
+    summary_table,
+)
+
+__all__ = [
+    "FIGURES",
+    "MAX_CONTENT_BYTES",
+    "PUBLISHED",
+    "benchmark_times",
+    "build_report",
+    "choose_slices",
+    "find_seeds",
+    "git_state",
+    "hardware",
+    "held_out_figure",
+    "input_checksums",
+    "label_colours",
+    "latex_table",
+    "orthoviews_figure",
+    "package_versions",
+    "pair_volumes",
+    "per_slice_figure",
+    "provenance",
+    "read_eval_metrics",
+    "rule_times",
+    "sha256_file",
+    "store_digest",
+    "summary_table",
+    "threshold_figure",
+    "training_figure",
+    "volume_figure_name",
+    "volume_name",
+]
+
+log = logging.getLogger(__name__)
+
+#: Figures every report has (``figures/<name>.png|pdf``) and their captions in index.html.
+FIGURES = {
+    "held_out": (
+        "Held-out slices with the lowest, median and highest U-Net Rand error: raw data, ground truth, "
+        "U-Net probability of cell interior, cells from the segment step, and what the warping error counts "
+        "at its threshold t: the prediction binarised at t (grey), topological errors circled (splits "
+        "vermillion, merges blue) and non-topological mismatches (yellow)."
+    ),
+    "training": (
+        "Training: weighted cross-entropy loss, ISBI errors on the validation slices, and the "
+        "learning rate against iteration; the dashed line marks the checkpoint kept as best.pt."
+    ),
+    "thresholds": (
+        "ISBI pixel, Rand and warping errors of the U-Net and the intensity-threshold baseline on the "
+        "held-out slices against the threshold t on P(cell); dots mark the minimum reported in the table."
+    ),
+    "per_slice": (
+        "ISBI errors per held-out slice at the pooled best threshold of each method; dashed lines give the "
+        "value pooled over all held-out slices (the table's numbers; Rand and pixel errors pool counts, so "
+        "they are not the mean of the bars)."
+    ),
+}
+
+
+def volume_figure_name(name: str) -> str:
+    """File stem of the orthogonal-views figure of the extra volume ``name``."""
+    return f"volume_{name}"
+
+
+def volume_name(path: str | os.PathLike) -> str:
+    """``pred/<name>.ome.zarr`` -> ``<name>`` (also ``.zarr``; other paths: the file name)."""
+    name = Path(path).name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
+def pair_volumes(
+    predictions: Iterable[str | os.PathLike], segmentations: Iterable[str | os.PathLike]
+) -> dict[str, tuple[str, str]]:
+    """``{name: (prediction, segmentation)}`` from two lists matched by volume name.
+
+    Raises
+    ------
+    ValueError
+        If the lists differ in length, or a name has no partner or occurs twice.
+    """
+    predictions, segmentations = [os.fspath(p) for p in predictions], [os.fspath(s) for s in segmentations]
+    if len(predictions) != len(segmentations):
+        raise ValueError(
+            f"need one segmentation per prediction, got {len(predictions)} predictions and "
+            f"{len(segmentations)} segmentations"
+        )
+    preds = {volume_name(p): p for p in predictions}
+    segs = {volume_name(s): s for s in segmentations}
+    if len(preds) != len(predictions) or preds.keys() != segs.keys():
+        raise ValueError(
+            "prediction and segmentation volumes must pair up by name, "
+            f"got {sorted(preds)} and {sorted(segs)}"
+        )
+    return {name: (preds[name], segs[name]) for name in preds}
+
+
+def _scored_range(metrics: pd.DataFrame, path: str | os.PathLike) -> tuple[int, int]:
+    text = str(metrics["slices"].iloc[0])
+    start, _, stop = text.partition(":")
+    if not (start.isdigit() and stop.isdigit() and int(stop) > int(start)):
+        raise ValueError(f"{path}: column 'slices' must hold 'START:STOP' (e.g. '20:24'), got {text!r}")
+    return int(start), int(stop)
+
+
+def choose_slices(
+    per_slice: pd.DataFrame, *, first_slice: int, n: int = 3, method: str = "unet", metric: str = "rand_error"
+) -> dict[int, float]:
+    """Slices to show: lowest, median and highest ``metric`` of ``method`` (``n`` spread over the ranking).
+
+    Parameters
+    ----------
+    per_slice : pandas.DataFrame
+        ``eval/metrics_per_slice.csv`` (``slice`` counts from the first scored slice).
+    first_slice : int
+        Absolute z of scored slice 0.
+    n : int, optional
+        How many slices to pick at most.
+    method, metric : str, optional
+        The ranking.
+
+    Returns
+    -------
+    dict
+        ``{z: value}`` in increasing z (absolute slice index).
+
+    Raises
+    ------
+    ValueError
+        If ``n`` < 1 or ``per_slice`` has no row of ``method`` and ``metric``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1 slice to show, got {n}")
+    rows = per_slice[(per_slice["method"] == method) & (per_slice["metric"] == metric)]
+    if rows.empty:
+        raise ValueError(
+            f"per-slice metrics have no {metric!r} of method {method!r}; rerun `unet-core evaluate`"
+        )
+    ranked = rows.sort_values(["value", "slice"], kind="stable")
+    picks = np.unique(np.round(np.linspace(0, len(ranked) - 1, min(n, len(ranked)))).astype(int))
+    chosen = ranked.iloc[picks]
+    return dict(sorted(zip((chosen["slice"] + first_slice).tolist(), chosen["value"].tolist(), strict=True)))
+
+
+def _sibling(metrics_csv: str | os.PathLike, kind: str) -> Path:
+    path = Path(metrics_csv)
+    return path.with_name(f"{path.stem}_{kind}.csv")
+
+
+def _write_figures(
+    directory: Path,
+    *,
+    table: pd.DataFrame,
+    per_threshold: pd.DataFrame,
+    per_slice: pd.DataFrame,
+    train_log: pd.DataFrame,
+    scored: tuple[int, int],
+    images: Mapping[str, str | os.PathLike],
+    volumes: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]],
+    select_metric: str,
+    n_slices: int,
+) -> list[tuple[Path, str]]:
+    ours = table[table["source"] != PAPER_SOURCE]
+    method = "unet" if "unet" in set(ours["method"]) else str(ours["method"].iloc[0])
+    unet = ours.set_index("method").loc[method]
+    zs = choose_slices(per_slice, first_slice=scored[0], n=n_slices, method=method)
+    fig, _ = held_out_figure(
+        images["data"],
+        images["prediction"],
+        images["segmentation"],
+        list(zs),
+        threshold=float(unet["warping_error_threshold"]),
+        notes={z: f"Rand error {value:.3f}" for z, value in zs.items()},
+    )
+    figures = [(save_figure(fig, directory, "held_out"), FIGURES["held_out"])]
+    made = {
+        "training": training_figure(train_log, select_metric=select_metric),
+        "thresholds": threshold_figure(per_threshold, ours),
+        "per_slice": per_slice_figure(per_slice, ours, first_slice=scored[0]),
+    }
+    figures += [(save_figure(f, directory, name), FIGURES[name]) for name, f in made.items()]
+    for name, (prediction, segmentation) in volumes.items():
+        stem = volume_figure_name(name)
+        fig = orthoviews_figure(prediction, segmentation, name=name)
+        caption = (
+            f"Volume {name}: orthogonal views through its centre (xy, with yz to the right and xz below; "
+            "dashed lines show where the planes cut) of the U-Net probability of cell interior and of the "
+            "cells; no ground truth. Cells are labelled slice by slice, so their colours change along z."
+        )
+        figures.append((save_figure(fig, directory, stem), caption))
+    return figures
+
+
+def build_report(
+    out_dir: str | os.PathLike,
+    *,
+    metrics_csv: str | os.PathLike,
+    train_log: str | os.PathLike,
+    data: str | os.PathLike,
+    prediction: str | os.PathLike,
+    segmentation: str | os.PathLike,
+    per_threshold_csv: str | os.PathLike | None = None,
+    per_slice_csv: str | os.PathLike | None = None,
+    volumes: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]] | None = None,
+    model: str | os.PathLike | None = None,
+    config: Mapping | None = None,
+    config_files: Iterable[str | os.PathLike] = (),
+    repo: str | os.PathLike | None = None,
+    logs: str | os.PathLike | None = None,
+    title: str = "U-Net segmentation report",
+    n_slices: int = 3,
+    max_content_bytes: int = MAX_CONTENT_BYTES,
+) -> Path:
+    """Write the report folder: tables, figures, provenance and a self-contained ``index.html``.
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        The folder to (re)write; it is replaced only once everything is written.
+    metrics_csv : str or path-like
+        ``eval/metrics.csv`` from ``unet-core evaluate``.
+    train_log : str or path-like
+        ``model/train_log.csv``.
+    data, prediction, segmentation : str or path-like
+        The prepared store and the held-out volume's probability and label stores.
+    per_threshold_csv, per_slice_csv : str or path-like, optional
+        Default: ``metrics_per_threshold.csv`` and ``metrics_per_slice.csv`` beside ``metrics_csv``.
+    volumes : mapping, optional
+        ``{name: (prediction, segmentation)}`` of volumes without labels, shown as orthogonal views.
+    model : str or path-like, optional
+        The checkpoint, checksummed into the provenance.
+    config : mapping, optional
+        The workflow's configuration, recorded with its hash and seeds.
+    config_files : iterable of path-like, optional
+        The config files it came from.
+    repo : str or path-like, optional
+        A directory in the workflow's git repository.
+    logs : str or path-like, optional
+        The dataset's log folder with Snakemake benchmark files.
+    title : str, optional
+        Heading of index.html.
+    n_slices : int, optional
+        Held-out slices shown in the ``held_out`` figure.
+    max_content_bytes : int, optional
+        Stores larger than this are fingerprinted by metadata and sizes, not content.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir/index.html``.
+    """
+    metrics = read_eval_metrics(metrics_csv)
+    scored = _scored_range(metrics, metrics_csv)
+    per_threshold_csv = per_threshold_csv or _sibling(metrics_csv, "per_threshold")
+    per_slice_csv = per_slice_csv or _sibling(metrics_csv, "per_slice")
+    volumes = dict(volumes or {})
+    for name, pair in volumes.items():
+        if isinstance(pair, str | os.PathLike) or len(pair) != 2:
+            raise ValueError(
+                f"volumes[{name!r}] must be a (prediction, segmentation) pair of paths, got {pair!r}"
+            )
+    table = summary_table(metrics)
+    inputs = {
+        "metrics": metrics_csv,
+        "metrics_per_threshold": per_threshold_csv,
+        "metrics_per_slice": per_slice_csv,
+        "train_log": train_log,
+        "data": data,
+        "prediction": prediction,
+        "segmentation": segmentation,
+        **({"model": model} if model is not None else {}),
+        **{
+            f"{kind}/{name}": path
+            for name, pair in volumes.items()
+            for kind, path in zip(("pred", "seg"), pair, strict=True)
+        },
+    }
+    record = provenance(
+        config=config,
+        config_files=config_files,
+        repo=repo,
+        inputs=inputs,
+        logs=logs,
+        max_content_bytes=max_content_bytes,
+    )
+    select_metric = (config or {}).get("train", {}).get("select_metric", "rand_error")
+    with io.atomic_directory(out_dir) as tmp:
+        table.to_csv(tmp / "metrics.csv", index=False)
+        (tmp / "metrics.tex").write_text(latex_table(table))
+        (tmp / "provenance.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        figures = _write_figures(
+            tmp / "figures",
+            table=table,
+            per_threshold=pd.read_csv(per_threshold_csv),
+            per_slice=pd.read_csv(per_slice_csv),
+            train_log=pd.read_csv(train_log),
+            scored=scored,
+            images={"data": data, "prediction": prediction, "segmentation": segmentation},
+            volumes=volumes,
+            select_metric=select_metric,
+            n_slices=n_slices,
+        )
+        files = ["metrics.csv", "metrics.tex", "provenance.json"]
+        files += [f"figures/{png.stem}.{suffix}" for png, _ in figures for suffix in ("png", "pdf")]
+        page = render_page(
+            title,
+            table_html=html_table(table),
+            notes=[held_out_note(slice_range_text(f"{scored[0]}:{scored[1]}")), DEFINITIONS],
+            figures=figures,
+            record=record,
+            files=files,
+        )
+        (tmp / "index.html").write_text(page)
+    log.info("report written to %s (%d figures)", out_dir, len(figures))
+    return Path(out_dir) / "index.html"

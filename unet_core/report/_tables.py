@@ -1,0 +1,224 @@
+"""The results table: our held-out scores beside the U-Net paper's Table 1, as CSV, LaTeX and HTML."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+#: Columns of ``eval/metrics.csv`` as ``unet-core evaluate`` writes it (long form).
+EVAL_COLUMNS = ("method", "metric", "value", "threshold", "slices")
+#: The three ISBI 2012 scores of Table 1, in the paper's column order.
+ISBI_METRICS = ("warping_error", "rand_error", "pixel_error")
+#: Further scores of ours that the CSV carries (no published counterpart).
+EXTRA_METRICS = ("pixel_error_at_0.5", "n_split", "n_merge", "vrand", "vinfo")
+METRIC_NAMES = {"warping_error": "Warping error", "rand_error": "Rand error", "pixel_error": "Pixel error"}
+OUR_LABELS = {"unet": "U-Net (ours)", "intensity_threshold": "Intensity threshold (ours)"}
+PAPER_SOURCE = "Ronneberger et al. 2015, Table 1 (ISBI 2012 test set)"
+# U-Net paper, Table 1 (ISBI 2012 test set, March 2015): METRICS.md.
+PUBLISHED = pd.DataFrame(
+    [
+        ("human values", 0.000005, 0.0021, 0.0010),
+        ("u-net", 0.000353, 0.0382, 0.0611),
+        ("DIVE-SCI", 0.000355, 0.0305, 0.0584),
+        ("IDSIA", 0.000420, 0.0504, 0.0613),
+    ],
+    columns=["method", *ISBI_METRICS],
+)
+DEFINITIONS = (
+    "Errors are the ISBI 2012 challenge's (Fiji Trainable Segmentation metrics): pixel error = 1 - max F "
+    "of the cell class, Rand error = 1 - max foreground-restricted Rand F-score, warping error = "
+    "(split + merge pixels) / pixels after warping the ground truth by simple points; each is minimised "
+    "over thresholds t on P(cell) (0.0-1.0 in steps of 0.1, warping 0.0-0.9; the intensity baseline "
+    "sweeps 51 thresholds)."
+)
+_DECIMALS = {"warping_error": 6, "rand_error": 4, "pixel_error": 4}
+
+
+def slice_range_text(slices: str) -> str:
+    """Half-open ``"START:STOP"`` as the inclusive ``"START-LAST"`` a reader expects; others unchanged."""
+    start, _, stop = str(slices).partition(":")
+    if start.isdigit() and stop.isdigit() and int(stop) > int(start):
+        return str(start) if int(stop) == int(start) + 1 else f"{start}-{int(stop) - 1}"
+    return str(slices)
+
+
+def held_out_note(slices: str) -> str:
+    """The footnote every table with our rows carries: where our numbers come from."""
+    return (
+        f"Our rows are measured on held-out slices {slices} (z, 0-based) of the training volume, "
+        "not on the hidden ISBI 2012 test labels; the published rows are the U-Net paper's Table 1 "
+        "on the challenge test set, so the two are not directly comparable."
+    )
+
+
+def read_eval_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    """``eval/metrics.csv`` checked for the columns and the ISBI metrics the report needs.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Long-form CSV written by ``unet-core evaluate``: ``method, metric, value, threshold, slices``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The CSV as read.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, or a method lacks one of the ISBI warping, Rand or pixel errors.
+    """
+    frame = pd.read_csv(path)
+    missing = [c for c in EVAL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: metrics CSV needs columns {list(EVAL_COLUMNS)}, missing {missing}; "
+            "write it with `unet-core evaluate`"
+        )
+    if frame.empty:
+        raise ValueError(f"{path}: metrics CSV has no rows; write it with `unet-core evaluate`")
+    for method, rows in frame.groupby("method", sort=False):
+        lacking = sorted(set(ISBI_METRICS) - set(rows["metric"]))
+        if lacking:
+            raise ValueError(f"{path}: method {method!r} lacks metrics {lacking}; rerun `unet-core evaluate`")
+    return frame
+
+
+def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: ours (value and threshold of every metric), then the paper's Table 1.
+
+    Parameters
+    ----------
+    metrics : pandas.DataFrame
+        Long-form evaluation metrics (see :func:`read_eval_metrics`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``method, label, source, slices``, then ``<metric>`` and ``<metric>_threshold`` for the
+        three ISBI errors, then ``pixel_error_at_0.5, n_split, n_merge, vrand, vinfo`` (ours only).
+        Published rows carry NaN where the paper gives no number.
+    """
+    rows = []
+    for method, group in metrics.groupby("method", sort=False):
+        by_metric = group.set_index("metric")
+        row = {
+            "method": method,
+            "label": OUR_LABELS.get(method, f"{method} (ours)"),
+            "source": f"this run, held-out slices {group['slices'].iloc[0]}",
+            "slices": group["slices"].iloc[0],
+        }
+        for name in ISBI_METRICS:
+            row[name] = float(by_metric.loc[name, "value"])
+            row[f"{name}_threshold"] = float(by_metric.loc[name, "threshold"])
+        for name in EXTRA_METRICS:
+            row[name] = float(by_metric.loc[name, "value"]) if name in by_metric.index else np.nan
+        rows.append(row)
+    published = PUBLISHED.assign(label=PUBLISHED["method"], source=PAPER_SOURCE, slices=None)
+    table = pd.concat([pd.DataFrame(rows), published], ignore_index=True)
+    columns = ["method", "label", "source", "slices"]
+    for name in ISBI_METRICS:
+        columns += [name, f"{name}_threshold"]
+    return table[[*columns, *EXTRA_METRICS]]
+
+
+def _display_frame(table: pd.DataFrame, *, marker: str, escape: Callable[[str], str]) -> pd.DataFrame:
+    """Strings per cell, with two-level columns (metric, error | t), for LaTeX and HTML.
+
+    Labels are escaped for the target format and our rows get ``marker``; numbers need no escaping.
+    """
+    ours = table["source"] != PAPER_SOURCE
+    columns = [("", "Method")]
+    labels = [
+        escape(label) + (marker if mine else "") for label, mine in zip(table["label"], ours, strict=True)
+    ]
+    data: dict[tuple[str, str], list[str]] = {("", "Method"): labels}
+    for name in ISBI_METRICS:
+        value, threshold = (METRIC_NAMES[name], "error"), (METRIC_NAMES[name], "$t$")
+        columns += [value, threshold]
+        data[value] = [f"{v:.{_DECIMALS[name]}f}" for v in table[name]]
+        data[threshold] = ["--" if np.isnan(t) else f"{t:.2f}" for t in table[f"{name}_threshold"]]
+    return pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(columns))
+
+
+def latex_table(table: pd.DataFrame, *, label: str = "tab:unet-isbi") -> str:
+    """A booktabs ``table`` fragment of :func:`summary_table`, for ``\\input`` into a paper.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Output of :func:`summary_table`.
+    label : str, optional
+        The ``\\label`` of the table.
+
+    Returns
+    -------
+    str
+        LaTeX needing only the ``booktabs`` package: caption naming the ISBI definitions, one
+        error and threshold ``$t$`` column pair per metric, a rule between our rows and the
+        published ones, and a footnote that ours come from held-out slices.
+    """
+    ours = table["source"] != PAPER_SOURCE
+    display = _display_frame(table, marker=r"$^\dagger$", escape=_latex_escape)
+    latex = display.style.hide(axis="index").to_latex(
+        hrules=True,
+        multicol_align="c",
+        column_format="l" + "rr" * len(ISBI_METRICS),
+        environment="table",
+        position_float="centering",
+        caption=_latex_escape(DEFINITIONS),
+        label=label,
+    )
+    lines = latex.splitlines()
+    header = lines.index(r"\toprule") + 1
+    rules = "".join(rf"\cmidrule(lr){{{2 + 2 * k}-{3 + 2 * k}}}" for k in range(len(ISBI_METRICS)))
+    lines.insert(header + 1, rules)
+    first_body = lines.index(r"\midrule") + 1
+    if ours.any() and not ours.all():
+        lines.insert(first_body + int(ours.sum()), r"\midrule")
+    slices = ", ".join(sorted({slice_range_text(s) for s in table.loc[ours, "slices"]}))
+    note = rf"\par\smallskip{{\footnotesize $^\dagger$ {_latex_escape(held_out_note(slices))} " + (
+        r"$t$: threshold on P(cell) attaining the minimum.}"
+    )
+    lines.insert(lines.index(r"\end{tabular}") + 1, note)
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    replacements = {
+        "\\": r"\textbackslash ",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\^{}",
+    }
+    return "".join(replacements.get(c, c) for c in text)
+
+
+def html_table(table: pd.DataFrame) -> str:
+    """The same table as :func:`latex_table` as an HTML fragment (escaped, no external resources)."""
+    display = _display_frame(table, marker="\N{DAGGER}", escape=html.escape)
+    head_top = "".join(
+        f'<th colspan="2">{html.escape(top)}</th>'
+        for top in dict.fromkeys(t for t, _ in display.columns)
+        if top
+    )
+    head_sub = "".join(f"<th>{html.escape(sub.replace('$t$', 't'))}</th>" for _, sub in display.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+        for row in display.itertuples(index=False)
+    )
+    return (
+        f'<table class="metrics"><thead><tr><th></th>{head_top}</tr><tr>{head_sub}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
