@@ -82,6 +82,38 @@ def raw_model_rate(checkpoint: Path, source: Path, args: argparse.Namespace) -> 
     return out_voxels / elapsed, in_voxels / out_voxels
 
 
+def monai_rate(checkpoint: Path, source: Path, args: argparse.Namespace, overlap: float) -> float | None:
+    """MONAI's sliding_window_inference over the volume in memory, same model, as a peer reference.
+
+    MONAI expects windows that keep their size, so each window is mirror-padded by the U-Net's halo
+    (context from inside the window only: the seams that overlap averages away)."""
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        return None
+    from unet_core.checkpoint import load_model
+    from unet_core.model import context, valid_output_size
+
+    device = resolve_device(args.device)
+    model, _ = load_model(checkpoint, device=device)
+    model.eval()
+    halo = context(args.depth) // 2
+
+    def window(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(torch.nn.functional.pad(x, (halo,) * 4, mode="reflect")), dim=1)
+
+    roi = valid_output_size(args.block[1], args.depth)
+    volume = torch.from_numpy(np.asarray(io.open_volume(source).array[...], dtype=np.float32) / 255.0)
+    volume = volume[:, None].to(device)
+    with torch.inference_mode():
+        sliding_window_inference(volume[:1], (roi, roi), 1, window, overlap=overlap)  # warm-up
+        start = time.perf_counter()
+        sliding_window_inference(volume, (roi, roi), 1, window, overlap=overlap)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return float(np.prod(args.shape)) / (time.perf_counter() - start)
+
+
 def pipeline_rate(checkpoint: Path, source: Path, folder: Path, args: argparse.Namespace) -> float:
     options = PredictOptions(block_shape=tuple(args.block), device=args.device)
     predict_file(checkpoint, source, folder / "warmup.ome.zarr", options=options)  # same warm-up as raw
@@ -133,6 +165,10 @@ def main() -> None:
         print(f"pipeline Zarr -> Zarr       : {pipe / 1e6:8.3f} Mvox/s")
         print(f"efficiency (pipeline / raw) : {pipe / raw:8.3f}   (target >= 0.85 on CPU)")
         print(f"halo overhead (in/out vox)  : {halo:8.3f}   (target <= 1.5 for the default tile)")
+        for overlap in (0.0, 0.25):
+            peer = monai_rate(checkpoint, source, args, overlap)
+            peer_text = f"{peer / 1e6:8.3f} Mvox/s" if peer else "     n/a (pip install monai)"
+            print(f"MONAI sliding window, in memory, overlap {overlap:4.2f} (seams): {peer_text}")
         if device.type == "cuda":
             for label, ceiling in H200_CEILING_MPX.items():
                 print(f"raw / H200 ceiling ({label}): {raw / 1e6 / ceiling:.3f}")

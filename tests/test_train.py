@@ -25,6 +25,8 @@ def test_training_writes_checkpoints_and_log(tiny_store, tmp_path):
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["iteration"] == 4
     assert last["best_metric"] == pytest.approx(log["val_rand_error"].min())
+    for picture in ("augmentation.png", "training_curves.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model, normalization = load_model(tmp_path / "best.pt")
     assert model.config.depth == 2 and normalization[1] > normalization[0]
 

@@ -153,12 +153,21 @@ def shard_blocks(blocks: list[Block], shard: tuple[int, int]) -> list[Block]:
 
 
 def fingerprint(
-    model_path: str | Path, volume: io.Volume, options: PredictOptions, device: torch.device
+    model: UNet,
+    normalization: tuple[float, float],
+    volume: io.Volume,
+    options: PredictOptions,
+    device: torch.device,
 ) -> str:
     """Identity of everything that decides the output's values: a resumed run may reuse chunks only when
-    it matches (another model or other options invalidate old chunks instead of mixing them)."""
-    digest = hashlib.sha256(Path(model_path).read_bytes())
+    it matches (another model or other options invalidate old chunks instead of mixing them). The model
+    counts by its weights, not its file, whose training log differs between otherwise equal runs."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
     identity = {
+        "model": model.config.to_dict(),
+        "normalization": normalization,
         "input": os.path.abspath(volume.path),
         "shape": volume.shape,
         "dtype": str(volume.dtype),
@@ -231,6 +240,10 @@ class PredictionStore:
         shutil.rmtree(self.done)
         for leftover in self.work.rglob("*.partial"):  # zarr's temp file of a chunk write that was killed
             leftover.unlink()
+        # The output records what it holds, not how it was made (that is in the work store and the logs):
+        # equal predictions are equal bytes, wherever and however they ran.
+        root = zarr.open_group(store=str(self.work), mode="r+")
+        root.attrs["unet_core"] = {"content": "probability of cell interior"}
         if self.output.exists():
             shutil.rmtree(self.output)
         os.replace(self.work, self.output)
@@ -324,7 +337,7 @@ def predict_file(
     refuse_overwriting_input(output_path, input_path)
     blocks = plan_blocks(volume.shape, options.block_shape)
     store = PredictionStore(output_path)
-    key = fingerprint(model_path, volume, options, device)
+    key = fingerprint(model, normalization, volume, options, device)
     target = store.open(volume=volume, options=options, key=key, n_blocks=len(blocks))
     todo = [b for b in (shard_blocks(blocks, shard) if shard else blocks) if not store.is_done(b)]
     log.info(

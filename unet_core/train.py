@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.augment import AugmentConfig
+from .data.augment import AugmentConfig, save_augmentation_panel
 from .dataset import TileDataset, normalization_range, open_store, read_split
 from .io import atomic_write_bytes, atomic_write_text
 from .model import UNet, UNetConfig, output_size
@@ -213,6 +213,8 @@ class Trainer:
         """Train until ``cfg.iterations``, resuming from ``last.pt`` when it belongs to this run."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.resume(self.work_dir / "last.pt")
+        if not (self.work_dir / "augmentation.png").exists():
+            self._save_augmentation_examples()
         self.model.train()
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(
@@ -241,10 +243,23 @@ class Trainer:
         bar.close()
         self._publish()
 
+    def _save_augmentation_examples(self, n: int = 4) -> None:
+        """The first training tiles as the loop sees them (items depend only on their index)."""
+        crop = slice(self.dataset.halo, self.dataset.halo + self.dataset.output)
+        examples = []
+        for k in range(min(n, len(self.dataset))):
+            raw, labels, weights = self.dataset[k]
+            examples.append((raw[0].numpy()[crop, crop], labels.numpy(), weights.numpy()))
+        save_augmentation_panel(self.work_dir / "augmentation.png", examples)
+
     def _publish(self) -> None:
         # Outputs appear only when training is complete; the work folder (resume state that a workflow
         # manager's clean-up of failed outputs must not delete) goes once they are all in place.
-        for name in ("train_log.csv", "best.pt", "last.pt"):
+        from .report import save_figure, training_figure
+
+        figure = training_figure(pd.DataFrame(self.log_rows), select_metric=self.cfg.select_metric)
+        save_figure(figure, self.work_dir, "training_curves")
+        for name in ("train_log.csv", "augmentation.png", "training_curves.png", "best.pt", "last.pt"):
             atomic_write_bytes(self.out_dir / name, (self.work_dir / name).read_bytes())
         shutil.rmtree(self.work_dir)
 
