@@ -339,12 +339,6 @@ def test_data_dir_resolves_relative_paths_only(tmp_path):
     assert cfg.path("raw") == "/data/isbi/a.tif" and cfg.path("labels") == str(tmp_path / "b.tif")
 
 
-def test_schema_prepare_section_lists_every_option():
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    properties = set(schema["properties"]["prepare"]["properties"])
-    assert properties == {f.name for f in dataclasses.fields(PrepareConfig)}
-
-
 def test_isbi_config_merged_over_the_default_gives_a_valid_split():
     """snakemake --configfile merges config/isbi2012.yaml over config/config.yaml, key by key."""
     default, isbi = (yaml.safe_load((ROOT / f"config/{n}.yaml").read_text()) for n in ("config", "isbi2012"))

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from . import io
 from .checkpoint import load_model
-from .model import UNet
+from .model import UNet, memory_format
 from .paths import refuse_overwriting_input
 from .tiling import Block, Roi, mirror_plan, network_input, plan_blocks, read_mirrored, unfold
 
@@ -48,6 +48,7 @@ class PredictOptions:
     tta: bool = False
     device: str = "auto"
     bf16: bool = True
+    channels_last: bool = True
     prefetch: int = 2
 
     def __post_init__(self) -> None:
@@ -75,9 +76,11 @@ class TilePredictor:
         device: torch.device | str = "cpu",
         tta: bool = False,
         bf16: bool = True,
+        channels_last: bool = True,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.memory_format = memory_format(self.device, channels_last)
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.depth = model.config.depth
         self.low, self.high = normalization
         self.tta = tta
@@ -93,7 +96,7 @@ class TilePredictor:
     def tiles(self, tile: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of valid-size input slices (Z, Y, X) -> (Z, Y', X')."""
         x = torch.from_numpy(np.ascontiguousarray(tile, dtype=np.float32)).to(self.device)
-        x = ((x - self.low) / (self.high - self.low))[:, None]
+        x = ((x - self.low) / (self.high - self.low))[:, None].contiguous(memory_format=self.memory_format)
         transforms = _DIHEDRAL if self.tta else _DIHEDRAL[:1]
         total = None
         for forward, inverse in transforms:
@@ -331,7 +334,12 @@ def predict_file(
     device = resolve_device(options.device)
     model, normalization = load_model(model_path, device=device)
     predictor = TilePredictor(
-        model, normalization=normalization, device=device, tta=options.tta, bf16=options.bf16
+        model,
+        normalization=normalization,
+        device=device,
+        tta=options.tta,
+        bf16=options.bf16,
+        channels_last=options.channels_last,
     )
     volume = io.open_volume(input_path)
     refuse_overwriting_input(output_path, input_path)

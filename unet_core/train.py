@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig, save_augmentation_panel
 from .dataset import TileDataset, normalization_range, open_store, read_split
 from .io import atomic_write_bytes, atomic_write_text
-from .model import UNet, UNetConfig, output_size
+from .model import UNet, UNetConfig, memory_format, output_size
 from .predict import TilePredictor, predict_array, resolve_device
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class TrainConfig:
     augment: bool = True
     device: str = "auto"
     bf16: bool = True
+    channels_last: bool = True
     depth: int = 4
     width: int = 64
     dropout: float = 0.5
@@ -137,7 +138,8 @@ class Trainer:
         val = split.slices("val")
         self.val_raw, self.val_labels = np.asarray(raw[val]), np.asarray(labels[val])
         torch.manual_seed(cfg.seed)
-        self.model = UNet(cfg.model).to(self.device)
+        self.memory_format = memory_format(self.device, cfg.channels_last)
+        self.model = UNet(cfg.model).to(self.device, memory_format=self.memory_format)
         self.optimizer = _optimizer(cfg, self.model.parameters())
         self.scheduler = _schedule(cfg, self.optimizer)
         use_bf16 = cfg.bf16 and self.device.type == "cuda"
@@ -185,7 +187,11 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         self.model.eval()
         predictor = TilePredictor(
-            self.model, normalization=self.normalization, device=self.device, bf16=self.cfg.bf16
+            self.model,
+            normalization=self.normalization,
+            device=self.device,
+            bf16=self.cfg.bf16,
+            channels_last=self.cfg.channels_last,
         )
         prob = predict_array(predictor, self.val_raw)
         self.model.train()
@@ -196,7 +202,7 @@ class Trainer:
     def step(self, raw: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
-            logits = self.model(raw.to(self.device, non_blocking=True))
+            logits = self.model(raw.to(self.device, non_blocking=True, memory_format=self.memory_format))
         loss = weighted_cross_entropy(
             logits,
             target.to(self.device, non_blocking=True),
