@@ -205,3 +205,9 @@ def test_output_inside_the_input_is_refused(tmp_path, model_file, volume):
         predict_file(
             path, tmp_path / "in.ome.zarr", tmp_path / "in.ome.zarr" / "pred", options=PredictOptions()
         )
+
+
+def test_compiled_network_predicts_the_same(model_file, volume):
+    _, model = model_file
+    compiled = TilePredictor(model, normalization=NORMALIZATION, compile=True)
+    assert np.abs(predict_array(compiled, volume[:1]) - _whole(model, volume[:1])).max() <= 1e-4

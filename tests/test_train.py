@@ -113,3 +113,13 @@ def test_checkpoint_with_code_in_it_is_refused(tmp_path):
 def test_missing_checkpoint_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="nope.pt: no such checkpoint"):
         load_model(tmp_path / "nope.pt")
+
+
+def test_compiled_training_follows_the_eager_run(tiny_store, tmp_path):
+    cfg = {**TINY, "iterations": 2, "val_every": 2}
+    Trainer(tiny_store, tmp_path / "eager", TrainConfig(**cfg)).fit()
+    Trainer(tiny_store, tmp_path / "compiled", TrainConfig(**cfg, compile=True)).fit()
+    eager = load_checkpoint(tmp_path / "eager" / "last.pt")["model_state"]
+    compiled = load_checkpoint(tmp_path / "compiled" / "last.pt")["model_state"]
+    assert eager.keys() == compiled.keys()  # the checkpoint holds the plain module's names
+    assert all(torch.allclose(eager[k], compiled[k], atol=1e-4) for k in eager)

@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True
     channels_last: bool = True
+    compile: bool = False
     depth: int = 4
     width: int = 64
     dropout: float = 0.5
@@ -140,6 +141,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.memory_format = memory_format(self.device, cfg.channels_last)
         self.model = UNet(cfg.model).to(self.device, memory_format=self.memory_format)
+        self.network = torch.compile(self.model) if cfg.compile else self.model  # shares the parameters
         self.optimizer = _optimizer(cfg, self.model.parameters())
         self.scheduler = _schedule(cfg, self.optimizer)
         use_bf16 = cfg.bf16 and self.device.type == "cuda"
@@ -202,7 +204,7 @@ class Trainer:
     def step(self, raw: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
-            logits = self.model(raw.to(self.device, non_blocking=True, memory_format=self.memory_format))
+            logits = self.network(raw.to(self.device, non_blocking=True, memory_format=self.memory_format))
         loss = weighted_cross_entropy(
             logits,
             target.to(self.device, non_blocking=True),
