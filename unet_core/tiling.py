@@ -45,14 +45,6 @@ class Roi:
     def to_slices(self) -> tuple[slice, ...]:
         return tuple(slice(b, e) for b, e in zip(self.begin, self.end, strict=True))
 
-    def intersect(self, other: Roi) -> Roi:
-        begin = tuple(max(a, b) for a, b in zip(self.begin, other.begin, strict=True))
-        end = tuple(min(a, b) for a, b in zip(self.end, other.end, strict=True))
-        return Roi(begin, tuple(max(e - b, 0) for b, e in zip(begin, end, strict=True)))
-
-    def shift(self, by: Sequence[int]) -> Roi:
-        return Roi(tuple(b + d for b, d in zip(self.begin, by, strict=True)), self.shape)
-
 
 @dataclass(frozen=True)
 class Block:
