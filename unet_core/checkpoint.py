@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io as _bytes_io
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cp
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         raise CheckpointError(
-            f"{path}: not a safe unet_core checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+            f"{path}: not a safe unet_core checkpoint ({_reason(err)}); "
             "only checkpoints written by `unet-core train` can be loaded"
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -50,6 +52,14 @@ def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cp
             f"{path}: checkpoint version {state.get('version')} is not {VERSION}; retrain the model"
         )
     return state
+
+
+def _reason(err: Exception) -> str:
+    """One line on why torch refused a file; its own advice (load with weights_only=False) is not ours."""
+    if isinstance(err, pickle.UnpicklingError) and str(err).startswith("Weights only load failed"):
+        return "damaged, or holding Python objects besides tensors, which could run code when loaded"
+    first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[:1]
+    return f"{type(err).__name__}: {first[0][:160] if first else 'no details'}"
 
 
 def load_model(

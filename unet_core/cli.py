@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -55,6 +57,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
+    data, out_dir = Path(args.data).resolve(), Path(args.out_dir).resolve()
+    if out_dir == data or data in out_dir.parents:
+        raise ValueError(
+            f"output folder {args.out_dir} would be inside the input {args.data}; choose another"
+        )
     _set_threads(args.threads)
     train(args.data, args.out_dir, _dataclass_from_args(TrainConfig, args))
 
@@ -216,11 +223,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        # User-caused errors: one clear line, no traceback from deep inside numpy.
-        print(f"unet-core {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:
+        # User-caused errors (and a full or read-only disk): one clear line, no traceback.
+        message = os_error_message(err, _output_of(args)) if isinstance(err, OSError) else str(err)
+        _close_progress_bars()
+        print(f"unet-core {args.command}: error: {message}", file=sys.stderr)
+        # Zarr's event loop may still hold sibling writes of the failed one (a full disk fails them all);
+        # their "Task exception was never retrieved" tracebacks at exit would bury the line above.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
         return 2
     return 0
+
+
+#: What to do about the OS errors a user can fix; the first three can only come from writing.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free disk space or write the output to another file system",
+    errno.EDQUOT: "free space in your quota or write the output to another file system",
+    errno.EROFS: "the file system is read-only: write the output to a writable folder",
+    errno.EACCES: "check the permissions of the path, or write the output to a folder you own",
+    errno.EPERM: "check the permissions of the path, or write the output to a folder you own",
+    errno.ENOTDIR: "a part of the path is a file where a folder is needed: fix the path",
+    errno.EEXIST: "the path exists already (a file where a folder is needed?): fix the path",
+    errno.ENOENT: "check the path",
+}
+
+
+def os_error_message(err: OSError, output: str | None = None) -> str:
+    """One line for an OS error: what failed, on which path, and the fix.
+
+    A failed write of a chunk or a file's contents carries no file name, so errors that only writing
+    causes (disk full, quota, read-only) name ``output``, the path the command was writing.
+    """
+    text = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    if output and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        text = f"cannot write {output} ({text})"
+    fix = OS_ERROR_FIXES.get(err.errno)
+    return f"{text}; {fix}" if fix else text
+
+
+def _close_progress_bars() -> None:
+    """Finish the bars an exception left open, so that the error line starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _output_of(args: argparse.Namespace) -> str | None:
+    """The output path of a subcommand, whatever its option is called."""
+    return next((str(getattr(args, n)) for n in ("output", "out_dir", "out") if getattr(args, n, None)), None)
 
 
 if __name__ == "__main__":

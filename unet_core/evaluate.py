@@ -17,6 +17,7 @@ import zarr
 
 from . import io, metrics
 from .dataset import held_out, read_split
+from .paths import refuse_overwriting_input
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,13 @@ def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray 
     if isinstance(node, zarr.Group) and "labels/cells/0" in node:
         gt = node["labels/cells/0"]
         chosen = held_out(read_split(node)) if slices == "held-out" else _parse_slices(slices, gt.shape[0])
-        return np.asarray(gt[chosen]), chosen, np.asarray(node["0"][chosen])
-    gt = io.read_volume(path)
-    chosen = slice(0, gt.shape[0]) if slices in ("held-out", "all") else _parse_slices(slices, gt.shape[0])
-    return gt[chosen], chosen, None
+        raw = io.read_slices(io.Volume(node["0"], path), chosen.start, chosen.stop)
+        return io.read_slices(io.Volume(gt, path), chosen.start, chosen.stop), chosen, raw
+    volume = io.open_volume(path)
+    io.check_real(volume, "labels")
+    n = volume.shape[0]
+    chosen = slice(0, n) if slices in ("held-out", "all") else _parse_slices(slices, n)
+    return io.read_slices(volume, chosen.start, chosen.stop), chosen, None
 
 
 def evaluate_files(
@@ -68,30 +72,49 @@ def evaluate_files(
     slices: str = "held-out",
     n_workers: int | None = None,
 ) -> pd.DataFrame:
-    """Write ``metrics.csv`` (method, metric, value, threshold) and per-threshold/per-slice CSVs beside it."""
+    """Write ``metrics.csv`` (method, metric, value, threshold) and per-threshold/per-slice CSVs beside it.
+
+    ``metrics.csv`` is removed first and written last, so its presence means the CSVs beside it belong to
+    it; a failed run leaves none of the three. Raises `io.VolumeError` for unreadable, damaged, NaN or
+    mismatched volumes and ValueError for outputs that would overwrite an input, naming the file.
+    """
+    out = Path(out_csv)
+    outputs = [out.with_name(f"{out.stem}_{name}.csv") for name in ("per_threshold", "per_slice")]
+    for path in (out, *outputs):
+        refuse_overwriting_input(path, prediction, labels)
     gt, chosen, raw = _load_labels(os.fspath(labels), slices)
     prob_volume = io.open_volume(prediction)
+    io.check_real(prob_volume, "probabilities")
     if prob_volume.shape[1:] != gt.shape[1:] or prob_volume.shape[0] < chosen.stop:
         raise io.VolumeError(
             f"{prediction}: shape {prob_volume.shape} does not cover the labels' slices {chosen.start}:"
             f"{chosen.stop} of shape {gt.shape[1:]}; predict the same volume the labels belong to"
         )
-    prob = as_probability(np.asarray(prob_volume.array[chosen]))
+    prob = as_probability(io.read_slices(prob_volume, chosen.start, chosen.stop))
+    if not np.isfinite(prob).all():
+        raise io.VolumeError(f"{prediction}: probabilities contain NaN or inf; predict the volume again")
     runs = {"unet": (prob, None)}
     if raw is not None:
         runs["intensity_threshold"] = (intensity_baseline(raw), BASELINE_THRESHOLDS)
     tables: dict[str, list[pd.DataFrame]] = {"summary": [], "per_threshold": [], "per_slice": []}
     for method, (p, thresholds) in runs.items():
-        result = metrics.evaluation_tables(p, gt, thresholds=thresholds, n_workers=n_workers)
+        try:
+            result = metrics.evaluation_tables(p, gt, thresholds=thresholds, n_workers=n_workers)
+        except ValueError as err:  # the metrics name their arguments, not the files
+            raise ValueError(f"{prediction} against {labels}: {err}") from err
         for name in tables:
             tables[name].append(result[name].assign(method=method))
-    out = Path(out_csv)
     summary = pd.concat(tables["summary"], ignore_index=True)
     summary["slices"] = f"{chosen.start}:{chosen.stop}"
     summary = summary[["method", "metric", "value", "threshold", "slices"]]
-    for name, frames in tables.items():
-        frame = summary if name == "summary" else pd.concat(frames, ignore_index=True)
-        path = out if name == "summary" else out.with_name(f"{out.stem}_{name}.csv")
-        io.atomic_write_text(path, frame.to_csv(index=False))
+    out.unlink(missing_ok=True)  # metrics.csv marks a complete set: it goes first and comes back last
+    try:
+        for path, name in zip(outputs, ("per_threshold", "per_slice"), strict=True):
+            io.atomic_write_text(path, pd.concat(tables[name], ignore_index=True).to_csv(index=False))
+        io.atomic_write_text(out, summary.to_csv(index=False))
+    except BaseException:  # a full disk, say: leave no half set behind
+        for path in outputs:
+            path.unlink(missing_ok=True)
+        raise
     log.info("evaluation of %s:\n%s", prediction, summary.to_string(index=False))
     return summary

@@ -4,17 +4,21 @@ Every volume is handled as (Z, Y, X); a 2D image is one slice. Readers never loa
 multi-page TIFF, a folder of slices or a 2D/5D array is wrapped as a `LazyStack` that reads only the
 slices asked for, so callers can stream stacks larger than memory slab by slab. Writers are atomic at
 directory level: a store is built under a hidden temporary name beside its destination and renamed into
-place only when complete, so a killed job never leaves a store that looks finished.
+place only when complete, so a killed job never leaves a store that looks finished; the next writer of the
+same path removes what the killed one left (`sweep_leftovers`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import operator
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -192,6 +196,31 @@ def read_volume(path: str | os.PathLike, *, key: str | None = None) -> np.ndarra
     return np.asarray(open_volume(path, key=key).array[...])
 
 
+def read_slices(volume: Volume, z0: int, z1: int) -> np.ndarray:
+    """Slices ``z0:z1`` of ``volume`` as numpy; a damaged file becomes one `VolumeError` that names it.
+
+    Codecs and file readers fail with many exception types (a corrupt Zarr chunk raises a RuntimeError
+    from Blosc); they all mean the same to a user: the stored data cannot be read back.
+    """
+    try:
+        return np.asarray(volume.array[z0:z1])
+    except VolumeError:
+        raise
+    except Exception as err:
+        raise VolumeError(
+            f"{volume.path}: cannot read slices {z0}:{z1} ({type(err).__name__}: {err}); the file is "
+            "damaged (a corrupt or truncated chunk?): copy or export it again"
+        ) from err
+
+
+def check_real(volume: Volume, what: str) -> None:
+    """Refuse data that is not real numbers (complex, strings, objects): casting would drop information."""
+    if volume.dtype.kind not in "biuf":
+        raise VolumeError(
+            f"{volume.path}: unsupported dtype {volume.dtype} for {what}; convert to integer or float numbers"
+        )
+
+
 def _check_shape(shape: tuple[int, ...], path: str, axes: str = "") -> None:
     """Refuse what is not (Z, Y, X) after dropping leading 1s; ``axes`` (one letter per axis: C or S =
     channel, T = time) catches a single RGB image, which is 3D as well."""
@@ -201,6 +230,8 @@ def _check_shape(shape: tuple[int, ...], path: str, axes: str = "") -> None:
             f"{path}: expected a 2D image or a 3D (Z, Y, X) stack, got shape {shape}; RGB and "
             "multi-channel data are not supported: save one grayscale channel of one time point"
         )
+    if 0 in shape:
+        raise VolumeError(f"{path}: empty stack of shape {shape}: no slices or no pixels; check the export")
 
 
 def _as_zyx(array: Any, path: str) -> Any:
@@ -239,6 +270,10 @@ def _open_tiff(path: Path) -> Volume:
     tif.close()
     _check_shape(shape, str(path), series.axes)
     shape3 = shape if len(shape) == 3 else (1, *shape)
+    plane_bytes = int(np.prod(shape3[1:])) * stored.itemsize
+    complete = (path.stat().st_size - offset) // plane_bytes
+    if complete < shape3[0]:  # found at open, before any stage writes a thing
+        raise VolumeError(f"{path}: file ends inside slice {complete} (truncated?); re-export the stack")
     return Volume(_contiguous_stack(path, offset, shape3, stored), str(path))
 
 
@@ -475,36 +510,129 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; rename it to ``path`` only if the block succeeds.
 
     A previous ``path`` is replaced only after the new one is complete; on failure the temporary directory
-    is removed and ``path`` is left as it was.
+    is removed and ``path`` is left as it was. What a killed writer left beside ``path`` is removed first
+    (`sweep_leftovers`).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    sweep_leftovers(final)
+    tmp, handle = _claim_temporary(final, directory=True)
     try:
         yield tmp
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        _move_into_place(tmp, final)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_settled(tmp)
+        os.close(handle)
+
+
+def _remove_settled(path: Path, *, settle: float = 0.05, timeout: float = 5.0) -> None:
+    """Remove ``path`` and keep removing until nothing recreates it: when one chunk write fails (a full
+    disk), Zarr's event loop still runs its sibling writes, whose ``mkdir`` brings folders back."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        time.sleep(settle)
+        if not path.exists() or time.monotonic() > deadline:
+            return
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``, first moving a previous ``final`` aside; when writers of the same output
+    race, each move succeeds and the last one's copy stays."""
+    olds = []
+    while True:
+        try:
+            os.replace(tmp, final)
+            break
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+            os.replace(final, old)
+            olds.append(old)
+    for old in olds:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     """Write a file via temp + rename so readers never see a partial file."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    sweep_leftovers(final)
+    tmp, handle = _claim_temporary(final, directory=False)
     try:
-        tmp.write_bytes(payload)
+        with os.fdopen(os.dup(handle), "wb") as out:
+            out.write(payload)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(handle)
+
+
+def _lock(handle: int, *, wait: bool) -> bool | None:
+    """``flock`` an open file or directory: True if held, False if a live process holds it, None where the
+    file system has no such locks (then nothing is swept)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def _claim_temporary(final: Path, *, directory: bool) -> tuple[Path, int]:
+    """A new ``.<name>.tmp-<hex>`` beside ``final`` and an open, locked handle on it; the lock (released by
+    the kernel when the process dies) tells `sweep_leftovers` that its writer is alive."""
+    while True:
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        if directory:
+            tmp.mkdir()
+            handle = os.open(tmp, os.O_RDONLY)
+        else:
+            handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        _lock(handle, wait=True)
+        if os.fstat(handle).st_nlink > 0:
+            return tmp, handle
+        os.close(handle)  # swept between creation and lock: take another name
+
+
+def sweep_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary copies of ``path`` that killed writers left beside it; returns them.
+
+    ``.<name>.tmp-*`` entries are removed only when no live process holds their lock (so a concurrent
+    writer of the same path keeps its copy), ``.<name>.old-*`` (a replaced output) always.
+    """
+    final = Path(path)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(tmp|old)-[0-9a-f]{{8}}")
+    try:
+        entries = [(e.path, m[1]) for e in os.scandir(final.parent) if (m := pattern.fullmatch(e.name))]
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name, kind in entries:
+        leftover = Path(name)
+        try:
+            handle = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already, a link, or not ours to open
+        try:
+            if kind == "old" or _lock(handle, wait=False):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+        finally:
+            os.close(handle)
+    if removed:
+        log.info("removed %d leftovers of killed writers of %s", len(removed), final)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -33,6 +33,7 @@ from . import io
 from .data.synthetic import generate_volume
 from .data.weights import border_band, weight_map
 from .dataset import Split
+from .paths import refuse_overwriting_input
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,24 @@ def _open_sources(cfg: PrepareConfig) -> _Source:
     _check_dtype(raw.dtype, raw_name, kinds="iuf", what="raw")
     kinds = "biuf" if cfg.labels_kind == "binary" else "iu"
     _check_dtype(labels.dtype, labels_name, kinds=kinds, what=f"{cfg.labels_kind} labels")
+    for volume in (raw, labels):
+        _warn_unstored_chunks(volume)
     return _Source(raw, labels, raw_name, labels_name)
+
+
+def _warn_unstored_chunks(volume: io.Volume) -> None:
+    """Zarr reads a chunk that is not stored as the fill value: after an incomplete copy that is silent data
+    loss, but writers also skip chunks equal to the fill value, so this warns instead of refusing."""
+    array = volume.array
+    if isinstance(array, zarr.Array) and array.nchunks_initialized < array.nchunks:
+        log.warning(
+            "%s: %d of %d chunks are not stored and read as %s; if the store was copied or written "
+            "incompletely, copy it again",
+            volume.path,
+            array.nchunks - array.nchunks_initialized,
+            array.nchunks,
+            array.fill_value,
+        )
 
 
 def _check_dtype(dtype: np.dtype, name: str, *, kinds: str, what: str) -> None:
@@ -271,8 +289,8 @@ def _check_content(source: _Source, cfg: PrepareConfig, step: int) -> _Counts:
     """The checking pass: every slab of raw and labels, before anything is written."""
     counts = _Counts()
     for z0, z1 in _slabs(source.raw.shape[0], step, "check"):
-        _check_raw(np.asarray(source.raw.array[z0:z1]), z0, source.raw_name)
-        _check_labels(np.asarray(source.labels.array[z0:z1]), z0, source.labels_name, cfg, counts)
+        _check_raw(io.read_slices(source.raw, z0, z1), z0, source.raw_name)
+        _check_labels(io.read_slices(source.labels, z0, z1), z0, source.labels_name, cfg, counts)
     if counts.membrane == 0:
         raise io.VolumeError(
             f"{source.labels_name}: no membrane pixels (value {cfg.membrane_value}) anywhere; "
@@ -343,8 +361,8 @@ def _write(
     timer, last_id = _Timer(), 0
     for z0, z1 in _slabs(shape[0], step, "convert"):
         start = time.perf_counter()
-        raw = np.asarray(source.raw.array[z0:z1], dtype=raw_dtype)
-        labels = np.asarray(source.labels.array[z0:z1])
+        raw = np.asarray(io.read_slices(source.raw, z0, z1), dtype=raw_dtype)
+        labels = io.read_slices(source.labels, z0, z1)
         start = timer("read", start)
         cells, instances = _label_outputs(labels, cfg, last_id)
         last_id = max(last_id, int(instances.max(initial=0)))
@@ -379,11 +397,13 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig) -> Split:
     io.VolumeError
         A path, shape, dtype or value problem of raw or labels, naming the file (and slice) and the fix.
     ValueError
-        A split that overlaps or runs past the stack.
+        A split that overlaps or runs past the stack, or ``out_path`` that would overwrite an input.
     """
     started = time.perf_counter()
     if not cfg.raw:  # the synthetic labels are ISBI-style whatever the config says about user labels
         cfg = dataclasses.replace(cfg, labels_kind="binary", membrane_value=0)
+    if cfg.raw:
+        refuse_overwriting_input(out_path, cfg.path("raw"), cfg.path("labels"))
     source = _open_sources(cfg)
     shape = source.raw.shape
     split = make_split(cfg, shape[0], source.raw_name)

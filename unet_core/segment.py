@@ -18,6 +18,7 @@ from skimage.segmentation import watershed
 from tqdm import tqdm
 
 from . import io
+from .paths import refuse_overwriting_input
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,14 @@ def segment_file(
     seed_threshold: float = 0.9,
     min_size: int = 0,
 ) -> int:
-    """Segment a probability OME-Zarr (uint8 0-255 or float) into a label OME-Zarr; returns #cells."""
+    """Segment a probability OME-Zarr (uint8 0-255 or float) into a label OME-Zarr; returns #cells.
+
+    Raises `io.VolumeError` for unreadable or damaged input and for NaN/inf or non-real probabilities,
+    and ValueError for an ``out_path`` that would overwrite the input; no output is left on failure.
+    """
+    refuse_overwriting_input(out_path, prob_path)
     volume = io.open_volume(prob_path)
+    io.check_real(volume, "probabilities")
     scale = 255.0 if np.issubdtype(volume.dtype, np.integer) else 1.0
     chunks = tuple(volume.array.chunks) if hasattr(volume.array, "chunks") else (1, *volume.shape[1:])
     next_id = 0
@@ -80,7 +87,10 @@ def segment_file(
             label=True,
         )
         for z0 in tqdm(range(0, volume.shape[0], chunks[0]), desc="segment", unit="slab", mininterval=2):
-            slab = np.asarray(volume.array[z0 : z0 + chunks[0]], dtype=np.float32) / scale
+            slab = io.read_slices(volume, z0, z0 + chunks[0]).astype(np.float32) / scale
+            if not np.isfinite(slab).all():
+                z = z0 + int(np.flatnonzero(~np.isfinite(slab).reshape(len(slab), -1).all(axis=1))[0])
+                raise io.VolumeError(f"{prob_path}: slice {z} contains NaN or inf; predict it again")
             out = np.zeros(slab.shape, dtype=np.int32)
             for i, prob in enumerate(slab):
                 labels = segment_slice(

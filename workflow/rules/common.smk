@@ -1,5 +1,7 @@
+import csv
 import os
 import shlex
+from io import StringIO
 
 import pandas as pd
 from snakemake.utils import validate
@@ -15,10 +17,15 @@ HELD_OUT = "heldout"  # the prepared store's held-out slices, predicted and scor
 
 
 def read_volumes(path):
-    """volumes.tsv: one row per extra volume to segment (name, path, optional voxel_size)."""
+    """volumes.tsv: one row per extra volume to segment (name, path, optional voxel_size).
+
+    Lines starting with # are comments; fields are read literally, so a path may hold #, quotes or $.
+    """
     if not path:
         return pd.DataFrame(columns=["name", "path"]).set_index("name", drop=False)
-    sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    with open(path) as handle:
+        rows = "".join(line for line in handle if not line.startswith("#"))
+    sheet = pd.read_csv(StringIO(rows), sep="\t", dtype=str, quoting=csv.QUOTE_NONE).fillna("")
     validate(sheet, schema="../schemas/volumes.schema.yaml")
     if sheet["name"].duplicated().any() or (sheet["name"] == HELD_OUT).any():
         dupes = sorted(set(sheet["name"][sheet["name"].duplicated()]) | ({HELD_OUT} & set(sheet["name"])))
