@@ -264,6 +264,7 @@ def predict_blocks(
     *,
     prefetch: int = 2,
     on_stored: Callable[[Block], None] | None = None,
+    name: str = "input volume",
 ) -> float:
     """Predict ``blocks`` of ``source`` into ``target``; returns output voxels per second.
 
@@ -282,9 +283,10 @@ def predict_blocks(
     with ThreadPoolExecutor(max(prefetch, 1)) as readers, ThreadPoolExecutor(2) as writers:
         pending: list[Future] = []
         bar = tqdm(total=len(blocks), unit="chunk", mininterval=2.0, desc="predict")
-        for block, tile in _prefetched(readers, lazy, blocks, predictor.depth, prefetch):
+        for block, tile in _prefetched(readers, lazy, blocks, predictor.depth, prefetch, name):
+            data = tile.result()  # a damaged input raises its own VolumeError naming the file
             try:
-                prob = predictor.tiles(tile.result())
+                prob = predictor.tiles(data)
             except Exception as err:
                 raise RuntimeError(f"prediction of chunk {block.grid_index} failed: {err}") from err
             _, crop = network_input(block.write_roi, predictor.depth)
@@ -307,11 +309,22 @@ def _as_dask(source: Any) -> da.Array:
 
 
 def _prefetched(
-    pool: ThreadPoolExecutor, source: da.Array, blocks: list[Block], depth: int, ahead: int
+    pool: ThreadPoolExecutor, source: da.Array, blocks: list[Block], depth: int, ahead: int, name: str
 ) -> Iterator[tuple[Block, Future]]:
     def read(block: Block) -> np.ndarray:
         box, take = mirror_plan(network_input(block.write_roi, depth)[0], source.shape)
-        return unfold(source[box].compute(scheduler="threads"), take)
+        try:
+            data = unfold(source[box].compute(scheduler="threads"), take)
+        except Exception as err:
+            raise io.VolumeError(
+                f"{name}: cannot read chunk {block.grid_index} ({type(err).__name__}: {err}); the file is "
+                "damaged: restore it from a copy or convert it again"
+            ) from err
+        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+            raise io.VolumeError(
+                f"{name}: chunk {block.grid_index} contains NaN or inf; fix the input volume"
+            )
+        return data
 
     queue: list[tuple[Block, Future]] = []
     for block in blocks:
@@ -347,6 +360,7 @@ def predict_file(
         compile=options.compile,
     )
     volume = io.open_volume(input_path)
+    io.check_real(volume, "input")
     refuse_overwriting_input(output_path, input_path)
     blocks = plan_blocks(volume.shape, options.block_shape)
     store = PredictionStore(output_path)
@@ -362,7 +376,13 @@ def predict_file(
         device,
     )
     rate = predict_blocks(
-        predictor, volume.array, target, todo, prefetch=options.prefetch, on_stored=store.mark_done
+        predictor,
+        volume.array,
+        target,
+        todo,
+        prefetch=options.prefetch,
+        on_stored=store.mark_done,
+        name=str(input_path),
     )
     if shard is None:
         store.finish()

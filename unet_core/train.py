@@ -269,6 +269,9 @@ class Trainer:
         save_figure(figure, self.work_dir, "training_curves")
         for name in ("train_log.csv", "augmentation.png", "training_curves.png", "best.pt", "last.pt"):
             atomic_write_bytes(self.out_dir / name, (self.work_dir / name).read_bytes())
+        (
+            self.work_dir / "last.pt"
+        ).unlink()  # first: a kill while removing the rest cannot leave a stale resume point
         shutil.rmtree(self.work_dir)
 
     def _checkpoint(self, loss: float, tiles_per_s: float) -> None:

@@ -6,7 +6,7 @@ same contract from a real ``python -m unet_core`` process. Covered elsewhere and
 complex or bool raw, an empty stack and non-binary labels for ``prepare``
 (tests/test_prepare.py::test_bad_input_is_one_clear_error_and_writes_nothing), a corrupt TIFF header
 (tests/test_io.py::test_corrupt_tiff_gets_a_clear_error), duplicate volume names in volumes.tsv and three
-config typos (tests/test_workflow.py). What ``predict`` still gets wrong is a strict xfail.
+config typos (tests/test_workflow.py).
 """
 
 import logging
@@ -29,10 +29,6 @@ from unet_core.predict import TilePredictor, encode, predict_array
 from ._support import assert_no_output, assert_user_error, cli, run_cli, tree_hash
 
 ROOT = Path(__file__).resolve().parents[2]
-PREDICT_READS_IN_THREADS = (
-    "predict.py: predict_blocks wraps every exception of the reader threads in RuntimeError "
-    "(traceback, exit 1) and checks no dtype or NaN; see the report"
-)
 
 
 def _imwrite(path, data):
@@ -79,10 +75,8 @@ EMPTY = r"empty.zarr: empty stack of shape \(0, 40, 40\)"
 COMPLEX = r"complex.zarr: unsupported dtype complex64 for \w+; convert to integer or"
 
 
-def _case(stage: str, bad: str, message: str, *, predict_bug: type[BaseException] | None = None):
-    bug = pytest.mark.xfail(strict=True, raises=predict_bug, reason=PREDICT_READS_IN_THREADS)
-    marks = () if predict_bug is None else bug
-    return pytest.param(stage, bad, message, marks=marks, id=f"{stage}-{bad}")
+def _case(stage: str, bad: str, message: str):
+    return pytest.param(stage, bad, message, id=f"{stage}-{bad}")
 
 
 CASES = [
@@ -102,10 +96,9 @@ CASES = [
         "predict",
         "corrupt.ome.zarr",
         r"corrupt.ome.zarr: cannot read .* the file is damaged",
-        predict_bug=RuntimeError,
     ),
-    _case("predict", "complex.zarr", COMPLEX, predict_bug=AssertionError),
-    _case("predict", "nan.zarr", "nan.zarr: .*NaN", predict_bug=AssertionError),
+    _case("predict", "complex.zarr", COMPLEX),
+    _case("predict", "nan.zarr", "nan.zarr: .*NaN"),
     _case("segment", "truncated.tif", TRUNCATED),
     _case("segment", "corrupt.ome.zarr", CORRUPT),
     _case("segment", "empty.zarr", EMPTY),

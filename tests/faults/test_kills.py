@@ -221,12 +221,6 @@ def test_killed_evaluation_reruns_to_the_same_csvs(tmp_path, stack):
     assert not list(out.parent.glob(".*.tmp-*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="train.py Trainer._publish: a kill inside shutil.rmtree(.work) can leave last.pt without "
-    "train_log.csv/best.pt, and every re-run then fails reading them (see the report)",
-)
 def test_kill_while_removing_the_work_folder_does_not_wedge_training(
     tmp_path, capsys, monkeypatch, tiny_store
 ):
