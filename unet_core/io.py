@@ -489,7 +489,7 @@ def write_image(
     """Write a (Z, Y, X) array as a single-image OME-Zarr store, atomically."""
     data = _as_zyx(np.asarray(data), os.fspath(path))
     with atomic_directory(path) as tmp:
-        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
         array = create_image(
             root,
             "",
@@ -593,12 +593,16 @@ def _claim_temporary(final: Path, *, directory: bool) -> tuple[Path, int]:
         tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
         if directory:
             tmp.mkdir()
-            handle = os.open(tmp, os.O_RDONLY)
+            try:
+                handle = os.open(tmp, os.O_RDONLY)
+            except FileNotFoundError:  # swept before we could open and lock it: take another name
+                continue
         else:
             handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         _lock(handle, wait=True)
-        if os.fstat(handle).st_nlink > 0:
-            return tmp, handle
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(tmp).st_ino == os.fstat(handle).st_ino:  # still ours, not swept before the lock
+                return tmp, handle
         os.close(handle)  # swept between creation and lock: take another name
 
 

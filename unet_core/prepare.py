@@ -415,7 +415,7 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig) -> Split:
     )
     balance = _class_weights(counts)
     with io.atomic_directory(out_path) as tmp:
-        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
         _write(root, source, cfg, step, balance)
         root.require_group("labels").attrs["ome"] = {
             "version": io.NGFF_VERSION,

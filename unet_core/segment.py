@@ -75,7 +75,7 @@ def segment_file(
     chunks = tuple(volume.array.chunks) if hasattr(volume.array, "chunks") else (1, *volume.shape[1:])
     next_id = 0
     with io.atomic_directory(out_path) as tmp:
-        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
         target = io.create_image(
             root,
             "",
