@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from . import io
 from .data.synthetic import generate_volume
-from .data.weights import border_band, weight_map
+from .data.weights import border_band, class_weights_from_counts, weight_map
 from .dataset import Split
 from .paths import refuse_overwriting_input
 
@@ -307,14 +307,6 @@ def _check_content(source: _Source, cfg: PrepareConfig, step: int) -> _Counts:
     return counts
 
 
-def _class_weights(counts: _Counts) -> tuple[float, float]:
-    """``weights.class_weights`` from the counts of the checking pass: w_k = N / (2 N_k)."""
-    total = counts.membrane + counts.cells
-    if counts.cells == 0 or counts.membrane == 0:
-        return 1.0, 1.0
-    return total / (2 * counts.membrane), total / (2 * counts.cells)
-
-
 def _label_outputs(labels: np.ndarray, cfg: PrepareConfig, first_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Binary cells (0/255) and int32 instances of a slab; binary labels get the 4-connected cells of
     each slice (as `weights.instances_from_binary`), numbered from ``first_id + 1`` on so that ids stay
@@ -413,7 +405,7 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig) -> Split:
     log.info(
         "checked %s and %s in %.1f s", source.raw_name, source.labels_name, time.perf_counter() - started
     )
-    balance = _class_weights(counts)
+    balance = class_weights_from_counts(counts.membrane, counts.cells)
     with io.atomic_directory(out_path) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
         _write(root, source, cfg, step, balance)

@@ -110,11 +110,19 @@ def class_weights(labels: np.ndarray) -> tuple[float, float]:
     (2.0, 0.6666666666666666)
     """
     labels = _check_label_array(labels, name="labels")
-    total = labels.size
     cells = int(np.count_nonzero(labels))
-    membrane = total - cells
+    return class_weights_from_counts(labels.size - cells, cells)
+
+
+def class_weights_from_counts(membrane: int, cells: int) -> tuple[float, float]:
+    """`class_weights` from pixel counts, for callers that stream the labels: w_k = N / (2 N_k).
+
+    >>> class_weights_from_counts(1, 3)
+    (2.0, 0.6666666666666666)
+    """
     if cells == 0 or membrane == 0:
         return 1.0, 1.0
+    total = membrane + cells
     return total / (2 * membrane), total / (2 * cells)
 
 
