@@ -151,6 +151,25 @@ def fill_disk(monkeypatch):
     return arm
 
 
+def _stage_argv(stage: str, out: Path, stack: Path, tiny_store: Path, predict_case) -> list:
+    """The CLI call of ``stage`` writing ``out`` from this module's inputs (options can be appended)."""
+    return {
+        "prepare": ["prepare", out],
+        "segment": ["segment", stack / "prob.ome.zarr", out],
+        "predict": predict_case.argv(out),
+        "train": ["train", tiny_store, out, "--depth", "2", "--width", "4", "--tile-size", "84"],
+        "evaluate": [
+            "evaluate",
+            stack / "prob.ome.zarr",
+            stack / "labels.tif",
+            "--out",
+            out,
+            "--slices",
+            "all",
+        ],
+    }[stage]
+
+
 def test_full_disk_in_every_stage(tmp_path, capsys, fill_disk, stack, tiny_store, predict_case):
     """prepare, segment, predict, train and evaluate: the first chunk or file past the limit fails."""
     out_dir = tmp_path / "out"
@@ -165,22 +184,7 @@ def test_full_disk_in_every_stage(tmp_path, capsys, fill_disk, stack, tiny_store
     before = tree_hash(*inputs)
     fill_disk(out_dir, after=5)
     for stage, (out, extra) in cases.items():
-        argv = {
-            "prepare": ["prepare", out, *extra],
-            "segment": ["segment", stack / "prob.ome.zarr", out],
-            "predict": predict_case.argv(out),
-            "train": ["train", tiny_store, out, "--depth", "2", "--width", "4", "--tile-size", "84"],
-            "evaluate": [
-                "evaluate",
-                stack / "prob.ome.zarr",
-                stack / "labels.tif",
-                "--out",
-                out,
-                "--slices",
-                "all",
-            ],
-        }[stage]
-        code, stderr = cli(capsys, *argv)
+        code, stderr = cli(capsys, *_stage_argv(stage, out, stack, tiny_store, predict_case), *extra)
         assert_user_error(code, stderr, stage, FULL.format(out=out))
         assert_no_output(out / "best.pt" if stage == "train" else out)
     assert tree_hash(*inputs) == before
@@ -207,34 +211,10 @@ def test_output_path_through_a_file_is_one_clear_error(
     """What a read-only or misspelt folder looks like without root: a path whose folder is a file."""
     (tmp_path / "a file").write_text("not a folder")
     out = tmp_path / "a file" / "sub" / ("metrics.csv" if stage == "evaluate" else "out.ome.zarr")
-    argv = {
-        "prepare": ["prepare", out, "--synthetic-shape", "2", "32", "32"],
-        "train": [
-            "train",
-            tiny_store,
-            out,
-            "--depth",
-            "2",
-            "--width",
-            "4",
-            "--tile-size",
-            "84",
-            "--iterations",
-            "1",
-        ],
-        "predict": predict_case.argv(out),
-        "segment": ["segment", stack / "prob.ome.zarr", out],
-        "evaluate": [
-            "evaluate",
-            stack / "prob.ome.zarr",
-            stack / "labels.tif",
-            "--out",
-            out,
-            "--slices",
-            "all",
-        ],
-    }[stage]
-    code, stderr = cli(capsys, *argv)
+    extra = {"prepare": ["--synthetic-shape", "2", "32", "32"], "train": ["--iterations", "1"]}
+    code, stderr = cli(
+        capsys, *_stage_argv(stage, out, stack, tiny_store, predict_case), *extra.get(stage, [])
+    )
     assert_user_error(
         code, stderr, stage, "Not a directory: .*a file/sub.*; a part of the path is a file where a folder is"
     )
