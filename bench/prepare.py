@@ -10,12 +10,16 @@ measurement runs in a fresh Python process that reports its own wall time and pe
 
 - plain read: ``tifffile.imread`` of the raw stack (the throughput reference);
 - import only: ``import unet_core.prepare`` (the RSS floor of any prepare process: torch, zarr, ...);
+- raw copy to zarr: the raw stack streamed into a Zarr array with the chunks and codec that prepare
+  gives raw, nothing else (how much of prepare's time writing alone costs: raw is 1 of the 10 bytes
+  per pixel that prepare stores, and the only one that is not labels or weights);
 - prepare with ``w0 = 0`` (class-balance weights only) for every size: streaming throughput and memory;
 - on a stack of ``--weights-slices`` slices: prepare uncompressed (level 0) and with the paper's
   weight map (``w0 = 10``), whose per-cell distance transforms dominate the cost.
 
-Throughput is MB of raw per second. Targets: prepare >= 0.7x plain read; peak RSS < 4x one slab
-(``--slab-mb``: raw, labels and every output of the slices converted at once), whatever the stack size.
+Throughput is MB of raw per second; CPU is the process's user + system seconds (over wall seconds: the
+cores kept busy). Targets: prepare >= 0.7x plain read; peak RSS < 4x one slab (``--slab-mb``: every
+slice in flight, raw, labels and outputs), whatever the stack size.
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ CHILD = """
 import json, resource, sys, time
 {setup}
 start = time.perf_counter()
+cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 {body}
 seconds = time.perf_counter() - start
-print(json.dumps({{"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+cpu = usage.ru_utime + usage.ru_stime - cpu0
+print(json.dumps({{"seconds": seconds, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024}}))
 """
 
 
@@ -105,11 +112,27 @@ def _read(raw: Path) -> dict:
     return _child("import tifffile", f"tifffile.imread({str(raw)!r})")
 
 
+def _copy_raw(raw: Path, out: Path, *, slab_mb: int) -> dict:
+    setup = "import zarr\nfrom unet_core import io\nfrom unet_core.prepare import SHUFFLE"
+    body = f"""
+source = io.open_volume({str(raw)!r})
+step = max(1, {slab_mb} * 2**20 // ({SLICE} * {SLICE}))
+array = zarr.create_array({str(out)!r}, shape=source.shape, dtype=source.dtype, chunks=(1, {SLICE}, {SLICE}),
+    compressors=io.compressor(1, shuffle=SHUFFLE["raw"]), fill_value=0, config={{"write_empty_chunks": True}})
+for z0 in range(0, source.shape[0], step):
+    array[z0 : z0 + step] = io.read_slices(source, z0, min(z0 + step, source.shape[0]))
+"""
+    return _child(setup, body)
+
+
 def _report(label: str, mb: float, run: dict, reference: dict | None = None, slab_mb: int = 0) -> None:
     rate = mb / run["seconds"]
     ratio = f"{rate / (mb / reference['seconds']):6.3f}x read" if reference else " " * 13
     slab = f"  RSS {run['rss_mb']:6.0f} MB = {run['rss_mb'] / slab_mb:4.2f} slabs" if slab_mb else ""
-    print(f"{label:<34} {mb:7.0f} MB {run['seconds']:7.1f} s {rate:8.1f} MB/s  {ratio}{slab}", flush=True)
+    cpu = f"  CPU {run['cpu']:6.1f} s"
+    print(
+        f"{label:<34} {mb:7.0f} MB {run['seconds']:7.1f} s {rate:8.1f} MB/s  {ratio}{slab}{cpu}", flush=True
+    )
     for line in run["stages"]:
         print(f"    {line}")
 
@@ -131,6 +154,8 @@ def main() -> None:
             mb = _write_stacks(raw, labels, raw_base, labels_base, n_slices)
             read = _read(raw)
             _report("plain tifffile.imread(raw)", mb, read)
+            _report("raw copy to zarr (no labels)", mb, _copy_raw(raw, out, slab_mb=args.slab_mb), read)
+            shutil.rmtree(out)
             run = _prepare(raw, labels, out, w0=0.0, slab_mb=args.slab_mb, level=1)
             _report("prepare, w0=0 (no border term)", mb, run, read, args.slab_mb)
             shutil.rmtree(out)

@@ -98,15 +98,6 @@ def test_tiff_is_read_lazily_with_numpy_indexing(tmp_path):
         array[[0, 1]]
 
 
-def test_lazy_stack_works_as_a_dask_source(tmp_path):
-    import dask.array as da
-
-    stack = _stack((4, 6, 6))
-    _imwrite(tmp_path / "stack.tif", stack)
-    array = io.open_volume(tmp_path / "stack.tif").array
-    assert np.array_equal(da.from_array(array, chunks=(1, 3, 3))[1:3, 2:5].compute(), stack[1:3, 2:5])
-
-
 @pytest.mark.parametrize("kwargs", [{"compression": "zlib"}, {"byteorder": ">"}, {"tile": (16, 16)}])
 def test_compressed_tiled_and_big_endian_tiffs_read_the_same(tmp_path, kwargs):
     stack = _stack((2, 16, 32), np.uint16)

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"torch": "pytorch", "dask[array]": "dask"}
+CONDA_NAMES = {"torch": "pytorch"}
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:

@@ -81,6 +81,28 @@ def test_uint8_output_is_the_rounded_probability(tmp_path, model_file, volume):
     assert (stored == expected).mean() > 0.999
 
 
+def test_encode_rounds_half_to_even_like_numpy():
+    k = np.arange(256, dtype=np.float32)
+    prob = np.concatenate([k / 255, (k + 0.5) / 255, [-0.2, 1.3, np.float32(0.5) / 255]]).astype(np.float32)
+    prob = np.concatenate([prob, np.random.default_rng(0).random(10_000, dtype=np.float32)])
+    expected = np.rint(np.clip(prob, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    assert np.array_equal(encode(prob, "uint8"), expected)
+    assert np.array_equal(encode(prob, "float16"), prob.astype(np.float16))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float64])
+def test_block_encodes_the_cropped_probabilities(model_file, dtype):
+    """The pipeline's device-side crop + encode equals encoding the host copy, for any input dtype."""
+    _, model = model_file
+    predictor = TilePredictor(model, normalization=NORMALIZATION)
+    tile = np.random.default_rng(1).integers(0, 255, (2, 60, 76)).astype(dtype)
+    crop = (slice(0, 2), slice(3, 15), slice(5, 30))
+    prob = predictor.tiles(tile)
+    for out_dtype in ("uint8", "float16", "float32"):
+        assert np.array_equal(predictor.block(tile, crop, out_dtype), encode(prob[crop], out_dtype))
+    assert np.array_equal(prob, predictor.tiles(tile.astype(np.float32)))
+
+
 def test_hdf5_input_and_no_partial_output_on_failure(tmp_path, model_file, volume):
     path, _ = model_file
     with h5py.File(tmp_path / "v.h5", "w") as f:

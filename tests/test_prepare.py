@@ -2,6 +2,7 @@ import dataclasses
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,18 @@ import yaml
 import zarr
 
 from unet_core import io
+from unet_core import prepare as prepare_module
 from unet_core.data.weights import instances_from_binary, weight_volume
 from unet_core.dataset import open_store, read_split
-from unet_core.prepare import OUTPUT_BYTES, SLICE_WORK_BYTES, PrepareConfig, make_split, prepare
+from unet_core.prepare import (
+    OUTPUT_BYTES,
+    SHUFFLE,
+    SLABS_IN_FLIGHT,
+    SLICE_WORK_BYTES,
+    PrepareConfig,
+    make_split,
+    prepare,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ISBI = Path(__file__).parents[2] / "shared/data/isbi2012"
@@ -64,6 +74,19 @@ def test_tiff_stack_with_isbi_polarity(tmp_path):
     assert int(root["labels/instances/0"][0].max()) == 4  # the membrane cross cuts each slice in four
 
 
+def test_compressed_tiffs_convert_without_a_false_missing_chunks_warning(tmp_path, caplog):
+    """tifffile's zarr view of a compressed TIFF lists no chunk keys; that is not an incomplete copy."""
+    raw, labels = _cells_and_raw()
+    for name, data in (("raw.tif", raw), ("labels.tif", labels)):
+        tifffile.imwrite(tmp_path / name, data, compression="zlib", photometric="minisblack")
+    cfg = PrepareConfig(raw=str(tmp_path / "raw.tif"), labels=str(tmp_path / "labels.tif"))
+    with caplog.at_level(logging.WARNING):
+        prepare(tmp_path / "d.ome.zarr", cfg, threads=1)
+    assert "not stored" not in caplog.text
+    root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
+    assert np.array_equal(root["0"][...], raw) and np.array_equal(root["labels/cells/0"][...], labels)
+
+
 def test_inverted_polarity_gives_the_same_store(tmp_path):
     raw, labels = _cells_and_raw()
     prepare(tmp_path / "a.ome.zarr", PrepareConfig(**_tiff_inputs(tmp_path, raw, labels)))
@@ -89,16 +112,68 @@ def test_streaming_in_slabs_equals_the_whole_volume_in_memory(tmp_path, monkeypa
         return dataclasses.replace(volume, array=io.LazyStack(read, volume.shape, volume.dtype, path=path))
 
     monkeypatch.setattr(io, "open_volume", spy)
-    prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, chunks=(2, 128, 128), slab_mb=7))
-    # 7 MiB hold one slice's weight-map temporaries and 4 slices of (raw, labels, outputs): 2 chunks
+    monkeypatch.setattr(prepare_module, "_cpu_count", lambda: 2)
+    prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, chunks=(2, 128, 128), slab_mb=16))
+    # 16 MiB hold two threads' weight-map temporaries and two slabs (the one converted, the one written)
+    # of 4 slices of (raw, labels, outputs) each: 2 chunks
     plane = 256 * 256
-    assert (7 * 2**20 - plane * SLICE_WORK_BYTES) // (plane * (2 + OUTPUT_BYTES)) in (4, 5)
+    room = 16 * 2**20 - 2 * plane * SLICE_WORK_BYTES
+    assert room // (SLABS_IN_FLIGHT * plane * (2 + OUTPUT_BYTES)) in (4, 5)
     assert reads == [4, 4, 3, 3] * 2  # two passes (check, convert) of raw and labels, 2 slabs each
     root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
     instances = root["labels/instances/0"][...]
     assert np.array_equal(instances, instances_from_binary(labels))  # ids unique over the volume
     assert np.array_equal(root["weights/0"][...], weight_volume(instances))
     assert root["0"].chunks == (2, 128, 128)
+
+
+@pytest.mark.parametrize("labels_kind", ["binary", "instances"])
+def test_threads_and_slabs_do_not_change_a_byte_of_the_store(tmp_path, monkeypatch, labels_kind):
+    """Slices converted by four threads, in slabs written behind the next slab's conversion, give the
+    same files as one thread converting two slices at a time (and ids unique over the volume)."""
+    raw, labels = _cells_and_raw(n=9, size=96)
+    instances = instances_from_binary(labels)
+    if labels_kind == "instances":
+        labels = (instances * 5).astype(np.uint16)
+    inputs = _tiff_inputs(tmp_path, raw, labels)
+    stores = {}
+    for cpus, slab_mb in ((1, 1), (4, 3)):  # slabs of 2 slices, one thread; of 3 slices, four threads
+        monkeypatch.setattr(prepare_module, "_cpu_count", lambda cpus=cpus: cpus)
+        out = tmp_path / f"{cpus}.ome.zarr"
+        prepare(out, PrepareConfig(**inputs, labels_kind=labels_kind, chunks=(1, 48, 96), slab_mb=slab_mb))
+        stores[cpus] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        root = zarr.open_group(str(out), mode="r")
+        expected = instances if labels_kind == "binary" else labels
+        assert np.array_equal(root["labels/instances/0"][...], expected), cpus
+    assert len(stores[1]) > 9 * 4 and stores[4] == stores[1]
+
+
+def test_at_most_two_slabs_are_in_memory(tmp_path, monkeypatch):
+    """The writing pass reads slab k only once slab k - 2 is written, however slow the disk."""
+    raw, labels = _cells_and_raw(n=6, size=128)
+    inputs = _tiff_inputs(tmp_path, raw, labels)
+    events = []
+    read, store = io.read_slices, prepare_module._store
+
+    def spy_read(volume, z0, z1):
+        if volume.path == inputs["raw"]:
+            events.append(("read", z0))
+        return read(volume, z0, z1)
+
+    def slow_store(arrays, z0, slab):
+        time.sleep(0.05)
+        seconds = store(arrays, z0, slab)
+        events.append(("stored", z0))
+        return seconds
+
+    monkeypatch.setattr(io, "read_slices", spy_read)
+    monkeypatch.setattr(prepare_module, "_store", slow_store)
+    prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, chunks=(1, 128, 128), slab_mb=1))
+    writing = events[events.index(("read", 0), 1) :]  # after the checking pass: one slice per slab
+    assert [z for kind, z in writing if kind == "stored"] == list(range(6))
+    for at, (kind, z) in enumerate(writing):
+        if kind == "read" and z >= 2:
+            assert ("stored", z - 2) in writing[:at], (z, writing)
 
 
 def test_instance_labels_keep_their_ids(tmp_path):
@@ -174,9 +249,10 @@ def test_storage_options_reach_the_store(tmp_path):
     )
     prepare(tmp_path / "d.ome.zarr", cfg)
     root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
-    for name in ("0", "labels/cells/0", "labels/instances/0", "weights/0"):
+    for name, key in zip(("0", "labels/cells/0", "labels/instances/0", "weights/0"), SHUFFLE, strict=True):
         assert root[name].chunks == (1, 8, 16), name
         assert root[name].compressors[0].clevel == 0, name
+        assert root[name].compressors[0].shuffle.value == SHUFFLE[key], name
     ome = dict(root["weights"].attrs)["ome"]["multiscales"][0]
     assert ome["datasets"][0]["coordinateTransformations"][0]["scale"] == [50.0, 4.0, 4.0]
     assert ome["axes"][2] == {"name": "x", "type": "space", "unit": "nanometer"}
@@ -254,17 +330,24 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(tmp_path, case, match):
     assert not (tmp_path / "out").exists()
 
 
-def test_failure_while_writing_leaves_no_store(tmp_path, monkeypatch):
-    raw, labels = _cells_and_raw()
+@pytest.mark.parametrize("stage", ["weight_map", "_store"])
+def test_failure_while_writing_leaves_no_store(tmp_path, monkeypatch, stage):
+    """A slice's conversion (on a worker thread) or a slab's write (behind, on the writer thread) fails
+    in the second slab: the error reaches the caller and no store is left."""
+    raw, labels = _cells_and_raw(size=128)  # 1 MiB holds one chunk of 2 slices: 2 slabs
     (tmp_path / "in").mkdir()
     inputs = _tiff_inputs(tmp_path / "in", raw, labels)
+    calls, original = [], getattr(prepare_module, stage)
 
     def killed(*args, **kwargs):
-        raise RuntimeError("killed")
+        calls.append(1)
+        if len(calls) > (2 if stage == "weight_map" else 1):
+            raise RuntimeError("killed")
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr("unet_core.prepare.weight_map", killed)
+    monkeypatch.setattr(prepare_module, stage, killed)
     with pytest.raises(RuntimeError, match="killed"):
-        prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs))
+        prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, chunks=(2, 64, 64), slab_mb=1))
     assert [p.name for p in tmp_path.iterdir()] == ["in"]
 
 

@@ -161,10 +161,20 @@ def test_weight_map_ignores_id_values_and_a_missing_membrane():
         weight_map(instances.astype(np.int64) * 1000 + 7 * (instances > 0), class_weight=(1, 1)),
         reference,
     )
+    # a bool mask is one cell (one id), as its uint8 copy
+    mask = instances > 0
+    np.testing.assert_array_equal(weight_map(mask), weight_map(mask.astype(np.uint8)))
     # two cells touching everywhere along a line: inside each, d2 = distance to the other cell
     halves = np.repeat([[1, 1, 2, 2]], 2, axis=0)
     expected = 1 + 10 * np.exp(-(np.array([[2.0, 1.0, 1.0, 2.0]] * 2) ** 2) / 50)
     np.testing.assert_allclose(weight_map(halves, class_weight=(1, 1)), expected, rtol=1e-6)
+
+
+def test_weight_map_without_border_term_is_the_class_weights_in_float32():
+    instances = _random_instances(3, (20, 30))
+    out = weight_map(instances, w0=0.0, class_weight=(1.7, 0.3))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.where(instances > 0, 0.3, 1.7).astype(np.float32))
 
 
 @pytest.mark.parametrize(

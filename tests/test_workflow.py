@@ -20,7 +20,7 @@ TINY = {
     "dataset": "tiny",
     "volumes": "config/volumes.tsv",
     "gpus_per_job": 0,
-    "threads": {"train": 1, "predict": 1, "evaluate": 1},
+    "threads": {"prepare": 1, "train": 1, "predict": 1, "segment": 1, "evaluate": 1},
     "prepare": {
         "synthetic_shape": [6, 96, 96],
         "seed": 3,

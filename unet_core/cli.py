@@ -51,7 +51,7 @@ def _set_threads(threads: int | None) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from .prepare import PrepareConfig, prepare
 
-    prepare(args.output, _dataclass_from_args(PrepareConfig, args))
+    prepare(args.output, _dataclass_from_args(PrepareConfig, args), threads=args.threads)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -89,6 +89,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
         method=args.method,
         seed_threshold=args.seed_threshold,
         min_size=args.min_size,
+        n_workers=args.threads,
     )
 
 
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="build the training store data.ome.zarr")
     p.add_argument("output", help="path of the store to write (data.ome.zarr)")
+    p.add_argument("--threads", type=int, default=None, help="threads converting slices (default: all)")
     _add_dataclass_options(p, PrepareConfig)
     p.set_defaults(func=cmd_prepare)
 
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("components", "watershed"), default="components")
     p.add_argument("--seed-threshold", type=float, default=0.9)
     p.add_argument("--min-size", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="threads labelling blocks (default: all cores)")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="ISBI pixel and Rand errors of a prediction against labels")

@@ -67,7 +67,7 @@ class LazyStack:
 
     Supports numpy basic indexing (integers, slices, ``...``) and ``np.asarray``; only the slices in the
     index are read. Used for TIFF stacks, folders of slices and arrays that need a view to become
-    (Z, Y, X); dask wraps it with `dask.array.from_array`.
+    (Z, Y, X).
 
     Parameters
     ----------
@@ -78,7 +78,7 @@ class LazyStack:
     dtype : numpy dtype
         Dtype of what ``read`` returns.
     path : str
-        The source, for messages and for dask's token.
+        The source, for messages.
     """
 
     def __init__(
@@ -89,7 +89,6 @@ class LazyStack:
         self.dtype = np.dtype(dtype)
         self.path = path
         self.chunks = (1, *self.shape[1:])
-        self._token = (path, self.shape, str(self.dtype), _mtime(path))
 
     ndim = 3
 
@@ -98,9 +97,6 @@ class LazyStack:
 
     def __repr__(self) -> str:
         return f"LazyStack({self.path!r}, shape={self.shape}, dtype={self.dtype})"
-
-    def __dask_tokenize__(self) -> tuple:
-        return self._token
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         data = self[...]
@@ -142,12 +138,6 @@ def _split_key(key: Any, n_slices: int) -> tuple[int | slice, tuple]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _mtime(path: str) -> int:
-    with contextlib.suppress(OSError):
-        return os.stat(HDF5_PATH.sub(r"\g<file>", path)).st_mtime_ns
-    return 0
 
 
 def open_volume(path: str | os.PathLike, *, key: str | None = None) -> Volume:
@@ -434,14 +424,16 @@ def ngff_image_attrs(
     }
 
 
-def compressor(level: int = 5) -> BloscCodec:
-    """The chunk codec of every store written here: Blosc zstd with bit shuffling.
+def compressor(level: int = 5, *, shuffle: str = "bitshuffle") -> BloscCodec:
+    """The chunk codec of every store written here: Blosc zstd, by default with bit shuffling.
 
-    ``level`` runs from 0 (stored uncompressed, fastest) to 9 (smallest, slowest).
+    ``level`` runs from 0 (stored uncompressed, fastest) to 9 (smallest, slowest). ``shuffle``
+    (``bitshuffle``, ``shuffle`` for bytes, ``noshuffle``) is the filter before zstd: which one compresses
+    best, and fastest, depends on the data (see `unet_core.prepare.SHUFFLE`).
     """
     if not _is_int(level) or not 0 <= level <= 9:
         raise ValueError(f"compression level must be an integer from 0 to 9, got {level!r}")
-    return BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")
+    return BloscCodec(cname="zstd", clevel=level, shuffle=shuffle)
 
 
 def create_image(
@@ -455,10 +447,11 @@ def create_image(
     unit: str | None = None,
     label: bool = False,
     compression_level: int = 5,
+    shuffle: str = "bitshuffle",
 ) -> zarr.Array:
     """Create an NGFF image (or label image) ``name`` inside ``group`` and return its level-0 array.
 
-    ``name = ""`` makes ``group`` itself the image; ``compression_level`` goes to `compressor`.
+    ``name = ""`` makes ``group`` itself the image; ``compression_level`` and ``shuffle`` go to `compressor`.
     """
     image = group if not name else group.require_group(name)
     attrs = ngff_image_attrs(name or "image", voxel_size=voxel_size, unit=unit)
@@ -471,7 +464,7 @@ def create_image(
         shape=tuple(shape),
         dtype=dtype,
         chunks=chunks,
-        compressors=compressor(compression_level),
+        compressors=compressor(compression_level, shuffle=shuffle),
         fill_value=0,
     )
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import torch
 import zarr
@@ -32,7 +31,7 @@ from . import io
 from .checkpoint import load_model
 from .model import UNet, memory_format
 from .paths import refuse_overwriting_input
-from .tiling import Block, Roi, mirror_plan, network_input, plan_blocks, read_mirrored, unfold
+from .tiling import Block, Roi, network_input, plan_blocks, read_mirrored
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,20 @@ class TilePredictor:
     @torch.inference_mode()
     def tiles(self, tile: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of valid-size input slices (Z, Y, X) -> (Z, Y', X')."""
-        x = torch.from_numpy(np.ascontiguousarray(tile, dtype=np.float32)).to(self.device)
+        return self._probabilities(tile).cpu().numpy()
+
+    @torch.inference_mode()
+    def block(self, tile: np.ndarray, crop: tuple[slice, ...], dtype: str) -> np.ndarray:
+        """The stored values (`encode`) of ``crop`` of the probabilities of ``tile``.
+
+        Cropping and encoding on the device keeps the host's share of each block small: the input
+        crosses the bus in its own dtype and uint8 output as one byte per voxel, not four."""
+        return encode(self._probabilities(tile)[crop], dtype).cpu().numpy()
+
+    def _probabilities(self, tile: np.ndarray) -> torch.Tensor:
+        if tile.dtype.kind == "u" and tile.dtype.itemsize > 1:  # torch has no arithmetic on these
+            tile = tile.astype(np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(tile)).to(self.device).float()
         x = ((x - self.low) / (self.high - self.low))[:, None].contiguous(memory_format=self.memory_format)
         transforms = _DIHEDRAL if self.tta else _DIHEDRAL[:1]
         total = None
@@ -108,7 +120,7 @@ class TilePredictor:
                 logits = self.network(forward(x))
             prob = inverse(torch.softmax(logits.float(), dim=1)[:, 1])
             total = prob if total is None else total + prob
-        return (total / len(transforms)).cpu().numpy()
+        return total / len(transforms)
 
 
 # The 8 flips/rotations of the square and their inverses, on (..., Y, X) tensors.
@@ -135,11 +147,15 @@ def predict_array(
     return out
 
 
-def encode(prob: np.ndarray, dtype: str) -> np.ndarray:
-    """Probabilities in [0, 1] as stored: uint8 0-255 (rounded) or a float type."""
+def encode(prob: np.ndarray | torch.Tensor, dtype: str) -> np.ndarray | torch.Tensor:
+    """Float32 probabilities in [0, 1] as stored: uint8 0-255 (rounded half to even) or a float type.
+
+    Tensors are encoded where they are (the model's device); arrays as arrays, by the same arithmetic."""
+    if isinstance(prob, np.ndarray):
+        return encode(torch.from_numpy(prob), dtype).numpy()
     if dtype == "uint8":
-        return np.rint(np.clip(prob, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return prob.astype(dtype)
+        return torch.round(prob.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    return prob.to(getattr(torch, dtype))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -268,11 +284,12 @@ def predict_blocks(
 ) -> float:
     """Predict ``blocks`` of ``source`` into ``target``; returns output voxels per second.
 
-    Reader threads keep ``prefetch`` blocks read ahead of the model (dask decodes the chunks under each
-    block's halo in parallel); writer threads encode and store finished blocks while the next computes.
+    Reader threads keep ``prefetch`` blocks read ahead of the model: each reads its block's halo box
+    straight from the source (zarr decodes the chunks under it concurrently; a dask graph per block cost
+    more host time than the decoding, which bounded GPU runs); writer threads store finished blocks
+    while the next computes.
     ``on_stored(block)`` runs once a block's chunk is on disk.
     """
-    lazy = _as_dask(source)
     start, voxels = time.perf_counter(), 0
 
     def store(block: Block, out: np.ndarray) -> None:
@@ -283,14 +300,13 @@ def predict_blocks(
     with ThreadPoolExecutor(max(prefetch, 1)) as readers, ThreadPoolExecutor(2) as writers:
         pending: list[Future] = []
         bar = tqdm(total=len(blocks), unit="chunk", mininterval=2.0, desc="predict")
-        for block, tile in _prefetched(readers, lazy, blocks, predictor.depth, prefetch, name):
+        for block, tile in _prefetched(readers, source, blocks, predictor.depth, prefetch, name):
             data = tile.result()  # a damaged input raises its own VolumeError naming the file
+            _, crop = network_input(block.write_roi, predictor.depth)
             try:
-                prob = predictor.tiles(data)
+                out = predictor.block(data, crop, str(target.dtype))
             except Exception as err:
                 raise RuntimeError(f"prediction of chunk {block.grid_index} failed: {err}") from err
-            _, crop = network_input(block.write_roi, predictor.depth)
-            out = encode(prob[crop], str(target.dtype))
             pending.append(writers.submit(store, block, out))
             voxels += out.size
             bar.update(1)
@@ -301,20 +317,12 @@ def predict_blocks(
     return voxels / max(time.perf_counter() - start, 1e-9)
 
 
-def _as_dask(source: Any) -> da.Array:
-    if isinstance(source, zarr.Array):
-        return da.from_zarr(source)
-    chunks = getattr(source, "chunks", None) or (1, *source.shape[1:])
-    return da.from_array(source, chunks=chunks)
-
-
 def _prefetched(
-    pool: ThreadPoolExecutor, source: da.Array, blocks: list[Block], depth: int, ahead: int, name: str
+    pool: ThreadPoolExecutor, source: Any, blocks: list[Block], depth: int, ahead: int, name: str
 ) -> Iterator[tuple[Block, Future]]:
     def read(block: Block) -> np.ndarray:
-        box, take = mirror_plan(network_input(block.write_roi, depth)[0], source.shape)
         try:
-            data = unfold(source[box].compute(scheduler="threads"), take)
+            data = read_mirrored(source, network_input(block.write_roi, depth)[0])
         except Exception as err:
             raise io.VolumeError(
                 f"{name}: cannot read chunk {block.grid_index} ({type(err).__name__}: {err}); the file is "

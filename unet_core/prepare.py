@@ -6,7 +6,8 @@ stack larger than memory converts with memory bounded by `PrepareConfig.slab_mb`
 1. metadata checks: paths, shapes, dtypes, the split (nothing read yet);
 2. a checking pass over raw and labels: NaN/inf, blank raw slices, label values, empty label slices,
    and the class counts that the weight map's class balance needs;
-3. the writing pass: raw, labels/cells, labels/instances and weights, slab by slab.
+3. the writing pass: raw, labels/cells, labels/instances and weights, slab by slab; the slices of a slab
+   are converted on one thread per CPU while the slab before it is written (`_write`).
 
 Every error is raised before step 3, and the store appears atomically (`io.atomic_directory`), so a
 failed or killed prepare leaves no store behind.
@@ -21,6 +22,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +40,18 @@ from .paths import refuse_overwriting_input
 log = logging.getLogger(__name__)
 
 LABEL_KINDS = ("binary", "instances")
-#: Bytes per pixel of one slice's weight-map temporaries (float64 distances, ids), beside the slab.
+#: Bytes per pixel of one slice's weight-map temporaries (float64 distances, ids), per worker thread.
 SLICE_WORK_BYTES = 64
 #: Bytes per pixel of the slab's outputs and their temporaries: cells (uint8), a mask (bool),
 #: instances (int32), weights (float32).
 OUTPUT_BYTES = 10
+#: Slabs in memory at once: the one being converted and the one being written behind it.
+SLABS_IN_FLIGHT = 2
+#: Blosc filter before zstd, per array. Measured on ISBI slices at level 1: bit shuffling packs the
+#: 0/255 cells 28x (byte-wise 16x); plain zstd packs int32 instances 49x and float32 weights 40x (bit
+#: shuffled: 31x and 49x at up to twice the time, and 1.5x instead of 3.8x with the border term); EM
+#: raw barely compresses and bit shuffling makes it worse (byte shuffling leaves uint8 alone).
+SHUFFLE = {"raw": "shuffle", "cells": "bitshuffle", "instances": "noshuffle", "weights": "noshuffle"}
 INT32_MAX = np.iinfo(np.int32).max
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -78,11 +87,14 @@ class PrepareConfig:
     chunks : (z, y, x) int
         Chunk shape of every array of the store.
     compression_level : int
-        Blosc zstd level, 0 (uncompressed, fastest) to 9 (smallest). Level 1 compresses labels and
-        weights about as well as 5 (20x or more) at 3-4x the speed.
+        Blosc zstd level of every array, 0 (uncompressed, fastest) to 9 (smallest); the shuffle filter
+        before zstd suits each array (`SHUFFLE`). On ISBI slices level 1 packs cells 28x, instances 49x
+        and weights 40x (4x with the border term) at 4-5x the speed of level 5, which packs them 1.1-2x
+        smaller; EM raw hardly compresses at any level (1.1x).
     slab_mb : int
-        Memory for one slab of slices in flight (raw, labels and all outputs); sets how many slices are
-        converted at once (a multiple of ``chunks[0]``, at least one chunk).
+        Memory for the slices in flight (raw, labels and all outputs of the slab being converted and of
+        the one being written behind it) and, at most half of it, the converting threads' temporaries;
+        sets how many slices are converted at once (a multiple of ``chunks[0]``, at least one chunk).
     """
 
     raw: str = ""
@@ -182,7 +194,8 @@ def _warn_unstored_chunks(volume: io.Volume) -> None:
     """Zarr reads a chunk that is not stored as the fill value: after an incomplete copy that is silent data
     loss, but writers also skip chunks equal to the fill value, so this warns instead of refusing."""
     array = volume.array
-    if isinstance(array, zarr.Array) and array.nchunks_initialized < array.nchunks:
+    on_disk = isinstance(array, zarr.Array) and isinstance(array.store, zarr.storage.LocalStore)
+    if on_disk and array.nchunks_initialized < array.nchunks:  # not a TIFF's zarr view: it lists no keys
         log.warning(
             "%s: %d of %d chunks are not stored and read as %s; if the store was copied or written "
             "incompletely, copy it again",
@@ -203,11 +216,24 @@ def _check_dtype(dtype: np.dtype, name: str, *, kinds: str, what: str) -> None:
         )
 
 
-def _slab_slices(shape: tuple[int, int, int], itemsize: int, cfg: PrepareConfig) -> int:
-    """Slices per slab: fill ``slab_mb`` with whole chunks along z (writes never straddle a chunk)."""
+def _cpu_count() -> int:
+    """The CPUs this process may run on (a batch job's allocation, not the whole node's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _worker_count(plane: int, cfg: PrepareConfig, threads: int | None) -> int:
+    """Threads that convert slices: ``threads`` (default one per CPU), as many as half of ``slab_mb``
+    holds the slice temporaries of (the other half holds the slabs)."""
+    wanted = threads or _cpu_count()
+    return max(1, min(wanted, cfg.slab_mb * 2**20 // 2 // (plane * SLICE_WORK_BYTES)))
+
+
+def _slab_slices(shape: tuple[int, int, int], itemsize: int, cfg: PrepareConfig, workers: int) -> int:
+    """Slices per slab: ``SLABS_IN_FLIGHT`` slabs and each worker's slice temporaries fill ``slab_mb``,
+    with whole chunks along z (writes never straddle a chunk)."""
     plane = shape[1] * shape[2]
-    per_slice = plane * (itemsize + OUTPUT_BYTES)
-    room = cfg.slab_mb * 2**20 - plane * SLICE_WORK_BYTES
+    per_slice = SLABS_IN_FLIGHT * plane * (itemsize + OUTPUT_BYTES)
+    room = cfg.slab_mb * 2**20 - workers * plane * SLICE_WORK_BYTES
     depth = min(cfg.chunks[0], shape[0])
     n = max(depth, room // per_slice // depth * depth)
     if room < per_slice * depth:
@@ -255,26 +281,15 @@ def _check_labels(labels: np.ndarray, z0: int, name: str, cfg: PrepareConfig, co
     """Check one slab of labels and add its class counts to ``counts``."""
     if labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise io.VolumeError(f"{name}: labels contain NaN or inf; labels must be finite")
+    if cfg.labels_kind == "instances" and (labels.min() < 0 or labels.max() > INT32_MAX):
+        raise io.VolumeError(
+            f"{name}: instance labels must be cell ids from 0 (boundary) to {INT32_MAX}, found "
+            f"{labels.min()} to {labels.max()}; relabel the cells"
+        )
+    cell = labels != cfg.membrane_value if cfg.labels_kind == "binary" else labels > 0
+    per_slice = np.count_nonzero(cell.reshape(len(cell), -1), axis=1)
     if cfg.labels_kind == "binary":
-        cell = labels != cfg.membrane_value
-        others = labels[cell]
-        values = set() if others.size == 0 else {others.min().item(), others.max().item()}
-        values |= set() if counts.cell_value is None else {counts.cell_value}
-        if len(values) > 1:
-            found = sorted({cfg.membrane_value, *values, *np.unique(others).tolist()})[:10]
-            raise io.VolumeError(
-                f"{name}: binary labels expected with membrane = {cfg.membrane_value} and one cell value, "
-                f"found values {found}; set labels_kind: instances or fix membrane_value"
-            )
-        counts.cell_value = next(iter(values), counts.cell_value)
-    else:
-        if labels.min() < 0 or labels.max() > INT32_MAX:
-            raise io.VolumeError(
-                f"{name}: instance labels must be cell ids from 0 (boundary) to {INT32_MAX}, found "
-                f"{labels.min()} to {labels.max()}; relabel the cells"
-            )
-        cell = labels > 0
-    per_slice = cell.reshape(len(cell), -1).sum(axis=1)
+        _check_cell_value(labels, int(per_slice.sum()), name, cfg, counts)
     if (per_slice == 0).any():
         z = z0 + int(np.flatnonzero(per_slice == 0)[0])
         raise io.VolumeError(
@@ -283,6 +298,22 @@ def _check_labels(labels: np.ndarray, z0: int, name: str, cfg: PrepareConfig, co
         )
     counts.cells += int(per_slice.sum())
     counts.membrane += cell.size - int(per_slice.sum())
+
+
+def _check_cell_value(
+    labels: np.ndarray, n_cells: int, name: str, cfg: PrepareConfig, counts: _Counts
+) -> None:
+    """Binary labels have one value besides the membrane value, the same in every slab: the slab's extreme
+    values other than the membrane value, and all ``n_cells`` non-membrane pixels equal to it."""
+    values = {labels.min().item(), labels.max().item()} - {cfg.membrane_value}
+    values |= set() if counts.cell_value is None else {counts.cell_value}
+    if len(values) > 1 or (values and np.count_nonzero(labels == next(iter(values))) < n_cells):
+        found = sorted({cfg.membrane_value, *values, *np.unique(labels).tolist()})[:10]
+        raise io.VolumeError(
+            f"{name}: binary labels expected with membrane = {cfg.membrane_value} and one cell value, "
+            f"found values {found}; set labels_kind: instances or fix membrane_value"
+        )
+    counts.cell_value = next(iter(values), counts.cell_value)
 
 
 def _check_content(source: _Source, cfg: PrepareConfig, step: int) -> _Counts:
@@ -307,20 +338,51 @@ def _check_content(source: _Source, cfg: PrepareConfig, step: int) -> _Counts:
     return counts
 
 
-def _label_outputs(labels: np.ndarray, cfg: PrepareConfig, first_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Binary cells (0/255) and int32 instances of a slab; binary labels get the 4-connected cells of
-    each slice (as `weights.instances_from_binary`), numbered from ``first_id + 1`` on so that ids stay
-    unique over the volume."""
-    cell = labels > 0 if cfg.labels_kind == "instances" else labels != cfg.membrane_value
-    cells = cell.view(np.uint8) * np.uint8(255)
-    if cfg.labels_kind == "instances":
-        return cells, labels.astype(np.int32)
-    instances = np.zeros(labels.shape, np.int32)
-    for plane, out in zip(cell, instances, strict=True):
-        count = ndimage.label(plane, structure=FOUR_CONNECTED, output=out)
-        np.add(out, first_id, out=out, where=out > 0)  # a masked add: 5x faster than out[out > 0] += ...
-        first_id += count
-    return cells, instances
+def _convert(
+    labels: np.ndarray, cfg: PrepareConfig, balance: tuple[float, float], last_id: int, pool: Executor
+) -> tuple[dict[str, np.ndarray], int]:
+    """Cells (0/255), int32 instances and weights of a slab, one slice per task on ``pool``; returns them
+    and the last instance id so far.
+
+    Binary labels get the 4-connected cells of each slice (as `weights.instances_from_binary`), numbered
+    on from ``last_id`` so that ids stay unique over the volume. A slice is labelled 1, 2, ... on its own
+    (so slices run in parallel) and gets its weights from those ids (the weight map depends on which
+    pixels share an id, not on the ids); the offsets follow from the counts once every slice is done.
+    """
+    binary = cfg.labels_kind == "binary"
+    cells = np.empty(labels.shape, np.uint8)
+    instances = np.empty(labels.shape, np.int32)
+    weights = np.empty(labels.shape, np.float32)
+
+    def convert_slice(z: int) -> int:
+        cell = labels[z] != cfg.membrane_value if binary else labels[z] > 0
+        np.multiply(cell, np.uint8(255), out=cells[z])
+        count = 0
+        if binary:
+            count = ndimage.label(cell, structure=FOUR_CONNECTED, output=instances[z])
+        else:
+            instances[z] = labels[z]  # ids checked to fit int32
+        weights[z] = weight_map(instances[z], w0=cfg.w0, sigma=cfg.sigma, class_weight=balance)
+        return count
+
+    counts = np.fromiter(pool.map(convert_slice, range(len(labels))), np.int64, len(labels))
+    if binary:
+        offsets = (last_id + np.cumsum(counts) - counts).tolist()
+
+        def renumber(z: int) -> None:
+            np.add(instances[z], offsets[z], out=instances[z], where=instances[z] > 0)
+
+        list(pool.map(renumber, range(len(labels))))
+        last_id += int(counts.sum())
+    return {"cells": cells, "instances": instances, "weights": weights}, last_id
+
+
+def _store(arrays: dict[str, zarr.Array], z0: int, slab: dict[str, np.ndarray]) -> float:
+    """Write a slab into every array; returns the seconds it took. Zarr encodes its chunks concurrently."""
+    start = time.perf_counter()
+    for name, data in slab.items():
+        arrays[name][z0 : z0 + len(data)] = data
+    return time.perf_counter() - start
 
 
 class _Timer(Counter):
@@ -333,8 +395,15 @@ class _Timer(Counter):
 
 
 def _write(
-    root: zarr.Group, source: _Source, cfg: PrepareConfig, step: int, balance: tuple[float, float]
+    root: zarr.Group,
+    source: _Source,
+    cfg: PrepareConfig,
+    step: int,
+    balance: tuple[float, float],
+    workers: int,
 ) -> None:
+    """The writing pass: read and convert slab k + 1 while slab k is written in the background; waiting
+    for that write before handing over the next keeps ``SLABS_IN_FLIGHT`` = 2 slabs in memory."""
     shape, raw_dtype = source.raw.shape, source.raw.dtype.newbyteorder("=")
     voxel_size = cfg.voxel_size or source.raw.voxel_size
     common = {
@@ -344,32 +413,44 @@ def _write(
         "unit": cfg.unit or source.raw.unit,
         "compression_level": cfg.compression_level,
     }
+    dtypes = {"raw": raw_dtype, "cells": np.uint8, "instances": np.int32, "weights": np.float32}
+    paths = {"raw": "", "cells": "labels/cells", "instances": "labels/instances", "weights": "weights"}
     arrays = {
-        "raw": io.create_image(root, "", dtype=raw_dtype, **common),
-        "cells": io.create_image(root, "labels/cells", dtype=np.uint8, label=True, **common),
-        "instances": io.create_image(root, "labels/instances", dtype=np.int32, label=True, **common),
-        "weights": io.create_image(root, "weights", dtype=np.float32, **common),
+        name: io.create_image(
+            root,
+            paths[name],
+            dtype=dtypes[name],
+            label=name in ("cells", "instances"),
+            shuffle=SHUFFLE[name],
+            **common,
+        ).with_config({"write_empty_chunks": True})  # store all, unlike zarr: no chunk-wide compare
+        for name in paths
     }
-    timer, last_id = _Timer(), 0
-    for z0, z1 in _slabs(shape[0], step, "convert"):
+    timer, last_id, writing = _Timer(), 0, None
+
+    def wait_for_write() -> None:  # raises the write's error, if any
         start = time.perf_counter()
-        raw = np.asarray(io.read_slices(source.raw, z0, z1), dtype=raw_dtype)
-        labels = io.read_slices(source.labels, z0, z1)
-        start = timer("read", start)
-        cells, instances = _label_outputs(labels, cfg, last_id)
-        last_id = max(last_id, int(instances.max(initial=0)))
-        start = timer("labels", start)
-        weights = np.empty(instances.shape, np.float32)
-        for i, plane in enumerate(instances):
-            weights[i] = weight_map(plane, w0=cfg.w0, sigma=cfg.sigma, class_weight=balance)
-        start = timer("weights", start)
-        for name, data in (("raw", raw), ("cells", cells), ("instances", instances), ("weights", weights)):
-            arrays[name][z0:z1] = data
-        timer("write", start)
+        if writing is not None:
+            timer["write (behind)"] += writing.result()
+        timer("wait for write", start)
+
+    with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
+        for z0, z1 in _slabs(shape[0], step, "convert"):
+            start = time.perf_counter()
+            raw = np.asarray(io.read_slices(source.raw, z0, z1), dtype=raw_dtype)
+            labels = io.read_slices(source.labels, z0, z1)
+            start = timer("read", start)
+            outputs, last_id = _convert(labels, cfg, balance, last_id, pool)
+            del labels  # not stored: free it before the next slab is read
+            timer("convert", start)
+            wait_for_write()
+            writing = writer.submit(_store, arrays, z0, {"raw": raw, **outputs})
+            del raw, outputs  # the writer holds the only references: freed once written
+        wait_for_write()
     log.info("convert time per stage (s): %s", {k: round(v, 2) for k, v in timer.items()})
 
 
-def prepare(out_path: str | os.PathLike, cfg: PrepareConfig) -> Split:
+def prepare(out_path: str | os.PathLike, cfg: PrepareConfig, *, threads: int | None = None) -> Split:
     """Write ``data.ome.zarr`` (raw, binary labels, instances, weight maps, split); returns the split.
 
     Parameters
@@ -378,6 +459,8 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig) -> Split:
         The store to write; an existing one is replaced only once the new one is complete.
     cfg : PrepareConfig
         Inputs, split and storage options.
+    threads : int, optional
+        Threads converting slices (default: every CPU this process may use); the store is the same.
 
     Returns
     -------
@@ -399,8 +482,16 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig) -> Split:
     source = _open_sources(cfg)
     shape = source.raw.shape
     split = make_split(cfg, shape[0], source.raw_name)
-    step = _slab_slices(shape, source.raw.dtype.itemsize + source.labels.dtype.itemsize, cfg)
-    log.info("preparing %s: raw %s %s, %d slices per slab", source.raw_name, shape, source.raw.dtype, step)
+    workers = _worker_count(shape[1] * shape[2], cfg, threads)
+    step = _slab_slices(shape, source.raw.dtype.itemsize + source.labels.dtype.itemsize, cfg, workers)
+    log.info(
+        "preparing %s: raw %s %s, %d slices per slab, %d threads",
+        source.raw_name,
+        shape,
+        source.raw.dtype,
+        step,
+        workers,
+    )
     counts = _check_content(source, cfg, step)
     log.info(
         "checked %s and %s in %.1f s", source.raw_name, source.labels_name, time.perf_counter() - started
@@ -408,7 +499,7 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig) -> Split:
     balance = class_weights_from_counts(counts.membrane, counts.cells)
     with io.atomic_directory(out_path) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
-        _write(root, source, cfg, step, balance)
+        _write(root, source, cfg, step, balance, workers)
         root.require_group("labels").attrs["ome"] = {
             "version": io.NGFF_VERSION,
             "labels": ["cells", "instances"],

@@ -1,28 +1,60 @@
 """Probabilities to instance labels: threshold + 4-connected components, or a seeded watershed.
 
 Cells are labelled slice by slice (ssTEM sections are much thicker than a pixel, and the ISBI metrics
-score 2D components); ids are made unique over the volume by offsetting each slice's labels, so labels
-agree across chunk borders by construction and memory stays bounded by one slab of slices.
+score 2D components), with ids unique over the volume.
+
+``components`` works block by block on the input's chunk grid, so memory is bounded by a few blocks and
+the lookup table, whatever the size of a slice. Pass 1 labels each block on its own and records, per
+provisional label, its size and first pixel, and which provisional labels touch across each block face
+(a foreground pixel on both sides of the border, face to face: 4-connectivity). The touching pairs join
+provisional labels into cells (connected components of a graph); cells are numbered 1..N in raster order
+(z, y, x) of their first pixel, which is the numbering a whole-slice labelling gives, so the output does
+not depend on the chunking; cells smaller than ``min_size`` (summed over their blocks) become 0. Pass 2
+labels each block again and maps it through the lookup table. One slice cut into four blocks::
+
+    1 1 0 | 3 3    provisional ids: block (0, 0) holds 1, 2; (0, 1) holds 3; (1, 0) 4; (1, 1) 5
+    1 0 2 | 3 0    touching across the x border: (2, 3); across the y border: (1, 4)
+    ------+----    cells: {1, 4} -> 1, {2, 3} -> 2 (first pixel: the 3 in row 0), {5} -> 3
+    4 0 0 | 0 5
+
+``watershed`` is not local (a basin can flood across a whole slice) and works on whole slices: it needs
+one slab of slices (the input's z-chunk) in memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
+import math
 import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import closing
+from typing import Any
 
 import numpy as np
 import zarr
+from scipy import ndimage
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components as graph_components
 from skimage.measure import label as connected_components
 from skimage.morphology import remove_small_objects
-from skimage.segmentation import watershed
+from skimage.segmentation import relabel_sequential, watershed
 from tqdm import tqdm
 
 from . import io
 from .paths import refuse_overwriting_input
+from .tiling import Roi
 
 log = logging.getLogger(__name__)
 
 METHODS = ("components", "watershed")
+#: The most cells an int32 label volume holds.
+MAX_CELLS = int(np.iinfo(np.int32).max)
+#: 4-connectivity within each slice of a (Z, Y, X) block, none across slices.
+IN_PLANE = ndimage.generate_binary_structure(2, 1)[None] * np.array([0, 1, 0], bool)[:, None, None]
 
 
 def segment_slice(
@@ -62,18 +94,30 @@ def segment_file(
     method: str = "components",
     seed_threshold: float = 0.9,
     min_size: int = 0,
+    block_shape: Sequence[int] | None = None,
+    n_workers: int | None = None,
 ) -> int:
     """Segment a probability OME-Zarr (uint8 0-255 or float) into a label OME-Zarr; returns #cells.
+
+    Labels are int32, 1..N over the volume in raster order of each cell's first pixel, 0 = boundary;
+    the output has the input's chunks. ``block_shape`` (``components`` only; default: the input's chunk
+    shape) must be a multiple of the input's chunks, or cover the volume, in each axis. ``n_workers``
+    threads (default: all usable cores) label the blocks; the output is the same for any number.
 
     Raises `io.VolumeError` for unreadable or damaged input and for NaN/inf or non-real probabilities,
     and ValueError for an ``out_path`` that would overwrite the input; no output is left on failure.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if n_workers is not None and n_workers < 1:
+        raise ValueError(f"n_workers must be a positive number of threads, got {n_workers}")
+    if block_shape is not None and method != "components":
+        raise ValueError(f"block_shape is for method 'components'; {method!r} works on whole slices")
     refuse_overwriting_input(out_path, prob_path)
     volume = io.open_volume(prob_path)
     io.check_real(volume, "probabilities")
-    scale = 255.0 if np.issubdtype(volume.dtype, np.integer) else 1.0
-    chunks = tuple(volume.array.chunks) if hasattr(volume.array, "chunks") else (1, *volume.shape[1:])
-    next_id = 0
+    chunks = _chunk_shape(volume)
+    blocks = _check_block_shape(block_shape, chunks, volume.shape) if block_shape is not None else chunks
     with io.atomic_directory(out_path) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
         target = io.create_image(
@@ -86,23 +130,302 @@ def segment_file(
             unit=volume.unit,
             label=True,
         )
-        for z0 in tqdm(range(0, volume.shape[0], chunks[0]), desc="segment", unit="slab", mininterval=2):
-            slab = io.read_slices(volume, z0, z0 + chunks[0]).astype(np.float32) / scale
-            if not np.isfinite(slab).all():
-                z = z0 + int(np.flatnonzero(~np.isfinite(slab).reshape(len(slab), -1).all(axis=1))[0])
-                raise io.VolumeError(f"{prob_path}: slice {z} contains NaN or inf; predict it again")
-            out = np.zeros(slab.shape, dtype=np.int32)
-            for i, prob in enumerate(slab):
-                labels = segment_slice(
-                    prob,
-                    threshold=threshold,
-                    method=method,
-                    seed_threshold=seed_threshold,
-                    min_size=min_size,
-                )
-                out[i] = np.where(labels > 0, labels + next_id, 0)
-                next_id += int(labels.max())
-            target[z0 : z0 + len(slab)] = out
-        root.attrs["unet_core"] = {"content": "cell instances", "cells": next_id, "method": method}
-    log.info("segmented %s: %d cells", prob_path, next_id)
+        options = dict(threshold=threshold, min_size=min_size)
+        if method == "components":
+            cells = _segment_components(volume, target, blocks, workers=_workers(n_workers), **options)
+        else:
+            cells = _segment_watershed(volume, target, chunks[0], seed_threshold=seed_threshold, **options)
+        root.attrs["unet_core"] = {"content": "cell instances", "cells": cells, "method": method}
+    log.info("segmented %s: %d cells", prob_path, cells)
+    return cells
+
+
+def _chunk_shape(volume: io.Volume) -> tuple[int, int, int]:
+    """The input's chunk shape, clipped to the volume; whole slices for unchunked arrays."""
+    chunks = getattr(volume.array, "chunks", None) or (1, *volume.shape[1:])  # h5py: None if contiguous
+    return tuple(max(1, min(int(c), s)) for c, s in zip(chunks, volume.shape, strict=True))
+
+
+def _check_block_shape(block_shape: Sequence[int], chunks: Sequence[int], shape: Sequence[int]) -> tuple:
+    """``block_shape`` clipped to the volume, if each block writes whole output chunks: blocks written by
+    different threads must not share a chunk."""
+    blocks = tuple(int(b) for b in block_shape)
+    aligned = len(blocks) == 3 and all(
+        b >= 1 and (b % c == 0 or b >= s) for b, c, s in zip(blocks, chunks, shape, strict=True)
+    )
+    if not aligned:
+        raise ValueError(
+            f"block_shape must be 3 positive multiples of the input's chunks {tuple(chunks)} (or cover the "
+            f"volume {tuple(shape)}) in (Z, Y, X), got {tuple(block_shape)}"
+        )
+    return tuple(min(b, s) for b, s in zip(blocks, shape, strict=True))
+
+
+def _workers(n_workers: int | None) -> int:
+    if n_workers is not None:
+        return int(n_workers)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _first_nonfinite(prob: np.ndarray) -> int | None:
+    """Index of the first slice of ``prob`` holding NaN or inf, None if none."""
+    finite = np.isfinite(prob).reshape(len(prob), -1).all(axis=1)
+    return None if finite.all() else int(np.flatnonzero(~finite)[0])
+
+
+def _raise_nonfinite(path: str, z: int) -> None:
+    raise io.VolumeError(f"{path}: slice {z} contains NaN or inf; predict it again")
+
+
+# --- components, block by block --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    """The (Y, X) window ``yx`` of a (Z, Y, X) array, indexed by z: lets `io.read_slices` read a block (and
+    name the file and slices when a chunk is damaged)."""
+
+    array: Any
+    yx: tuple[slice, slice]
+
+    def __getitem__(self, z: slice) -> np.ndarray:
+        return self.array[(z, *self.yx)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Labeller:
+    """Labels one block of a probability volume: 4-connected components of ``prob > threshold`` per slice."""
+
+    volume: io.Volume
+    threshold: float
+
+    def __call__(self, roi: Roi) -> tuple[np.ndarray, int | None]:
+        """int32 labels 1..n of ``roi``, numbered in raster order of their first pixel (scipy's labelling
+        order), and the first slice of ``roi`` holding NaN or inf (None if none)."""
+        z, y, x = roi.to_slices()
+        data = io.read_slices(
+            dataclasses.replace(self.volume, array=_Window(self.volume.array, (y, x))), z.start, z.stop
+        )
+        scale = 255.0 if np.issubdtype(data.dtype, np.integer) else 1.0
+        prob = data.astype(np.float32) / scale
+        bad = _first_nonfinite(prob) if data.dtype.kind == "f" else None
+        labels, _ = ndimage.label(prob > self.threshold, structure=IN_PLANE)
+        return labels, None if bad is None else z.start + bad
+
+
+@dataclasses.dataclass(frozen=True)
+class _Summary:
+    """What pass 1 keeps of a block: size and first pixel (raster index in the volume) of each provisional
+    label, the labels on its top, bottom, left and right faces, and its first slice with NaN or inf."""
+
+    sizes: np.ndarray
+    first: np.ndarray
+    faces: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    bad_slice: int | None
+
+
+def _summarise(labeller: _Labeller, roi: Roi) -> _Summary:
+    labels, bad = labeller(roi)
+    flat = labels.ravel()
+    sizes = np.bincount(flat)[1:]
+    starts = _first_pixels(flat)
+    first = np.ravel_multi_index(
+        tuple(i + b for i, b in zip(np.unravel_index(starts, labels.shape), roi.begin, strict=True)),
+        labeller.volume.shape,
+    )
+    faces = (labels[:, 0].copy(), labels[:, -1].copy(), labels[:, :, 0].copy(), labels[:, :, -1].copy())
+    return _Summary(sizes, first.astype(np.int64), faces, bad)
+
+
+def _first_pixels(flat: np.ndarray) -> np.ndarray:
+    """Index of the first pixel of each label 1..n of ``flat``, whose labels come in raster order.
+
+    A label's first pixel begins a run of equal values, and the run's value exceeds those of all earlier
+    runs; looking at run beginnings only is 10 times faster than a running maximum over every pixel.
+    """
+    begins = np.concatenate([np.zeros(1, np.intp), np.flatnonzero(flat[1:] != flat[:-1]) + 1])
+    values = flat[begins]
+    seen = np.concatenate([np.zeros(1, values.dtype), np.maximum.accumulate(values)[:-1]])
+    return begins[values > seen]
+
+
+def _grid(shape: Sequence[int], block_shape: Sequence[int]) -> Iterator[tuple[tuple[int, ...], Roi]]:
+    """``(grid index, roi)`` of the blocks of ``block_shape`` covering ``shape``, in C order, lazily."""
+    counts = [math.ceil(s / b) for s, b in zip(shape, block_shape, strict=True)]
+    for index in itertools.product(*(range(c) for c in counts)):
+        begin = tuple(i * b for i, b in zip(index, block_shape, strict=True))
+        size = tuple(min(b, s - o) for b, s, o in zip(block_shape, shape, begin, strict=True))
+        yield index, Roi(begin, size)
+
+
+def _in_order(pool: ThreadPoolExecutor, func: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``func(item)`` for each item, in order, computed on ``pool`` with at most ``ahead`` in flight; when
+    the consumer stops (an error), what is queued is cancelled and what runs is waited for."""
+    pending: deque[Future] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        wait(pending)
+
+
+def _touching(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Distinct pairs of labels face to face across a block border (both sides foreground), as rows."""
+    both = (before > 0) & (after > 0)
+    return np.unique(np.stack([before[both], after[both]], axis=1), axis=0)
+
+
+def _pass_one(
+    labeller: _Labeller, block_shape: Sequence[int], pool: ThreadPoolExecutor, ahead: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Label every block: offsets of each block's provisional ids (block b holds offsets[b] + 1 ..
+    offsets[b + 1]), their sizes and first pixels, and the pairs of provisional ids touching across faces.
+
+    A block's bottom and right faces wait in ``below`` (one row of blocks) and ``beside`` (one block) for
+    the neighbour that pairs them with its top and left faces.
+    """
+    shape, path = labeller.volume.shape, labeller.volume.path
+    counts = [math.ceil(s / b) for s, b in zip(shape, block_shape, strict=True)]
+    offsets, sizes, first, pairs = [0], [], [], [np.zeros((0, 2), np.int64)]
+    below: dict[tuple[int, ...], np.ndarray] = {}
+    beside: dict[tuple[int, ...], np.ndarray] = {}
+    bad, slab = None, 0
+
+    def summarise(job: tuple[tuple[int, ...], Roi]) -> tuple[tuple[int, ...], _Summary]:
+        return job[0], _summarise(labeller, job[1])
+
+    work = closing(_in_order(pool, summarise, _grid(shape, block_shape), ahead))
+    with work as summaries:
+        for (iz, iy, ix), summary in tqdm(
+            summaries, total=math.prod(counts), desc="segment: label", unit="block", mininterval=2
+        ):
+            if iz != slab and bad is not None:  # the slab is done: name its first bad slice
+                _raise_nonfinite(path, bad)
+            slab = iz
+            if summary.bad_slice is not None:
+                bad = min(summary.bad_slice, bad if bad is not None else summary.bad_slice)
+            offset = offsets[-1]
+            top, bottom, left, right = (
+                np.where(f > 0, f.astype(np.int64) + offset, 0) for f in summary.faces
+            )
+            if iy > 0:
+                pairs.append(_touching(below.pop((iz, iy - 1, ix)), top))
+            if ix > 0:
+                pairs.append(_touching(beside.pop((iz, iy, ix - 1)), left))
+            if iy + 1 < counts[1]:
+                below[iz, iy, ix] = bottom
+            if ix + 1 < counts[2]:
+                beside[iz, iy, ix] = right
+            sizes.append(summary.sizes)
+            first.append(summary.first)
+            offsets.append(offset + len(summary.sizes))
+    if bad is not None:
+        _raise_nonfinite(path, bad)
+    flat = (np.concatenate(a).astype(np.int64) if a else np.zeros(0, np.int64) for a in (sizes, first))
+    return np.array(offsets, np.int64), *flat, np.concatenate(pairs).astype(np.int64)
+
+
+def _lookup_table(
+    sizes: np.ndarray, first: np.ndarray, pairs: np.ndarray, *, min_size: int, path: str
+) -> tuple[np.ndarray, int]:
+    """Final id of each provisional id (index 0: background) and the number of cells.
+
+    Touching provisional labels form one cell; cells of at least ``min_size`` pixels are numbered 1..N in
+    raster order of their first pixel, the others become 0.
+    """
+    n = len(sizes)
+    if n == 0:
+        return np.zeros(1, np.int32), 0
+    graph = coo_array((np.ones(len(pairs), np.int32), (pairs[:, 0] - 1, pairs[:, 1] - 1)), shape=(n, n))
+    n_cells, cell = graph_components(graph, directed=False)
+    keep = np.bincount(cell, weights=sizes, minlength=n_cells) >= min_size
+    start = np.full(n_cells, np.iinfo(np.int64).max)
+    np.minimum.at(start, cell, first)
+    order = np.flatnonzero(keep)[np.argsort(start[keep])]
+    if len(order) > MAX_CELLS:
+        raise io.VolumeError(
+            f"{path}: {len(order)} cells do not fit int32 labels (at most {MAX_CELLS}); raise min_size or "
+            "segment a smaller region"
+        )
+    final = np.zeros(n_cells, np.int32)
+    final[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    return np.concatenate([np.zeros(1, np.int32), final[cell]]), len(order)
+
+
+def _segment_components(
+    volume: io.Volume,
+    target: zarr.Array,
+    block_shape: Sequence[int],
+    *,
+    threshold: float,
+    min_size: int,
+    workers: int,
+) -> int:
+    """Pass 1, lookup table, pass 2 (see the module's docstring); returns the number of cells.
+
+    Pass 2 labels each block again rather than reading provisional labels back from a scratch array:
+    thresholding and labelling a block costs less than encoding, writing, reading and decoding an int32
+    copy of it, and needs no scratch disk the size of the output.
+    """
+    labeller = _Labeller(volume, threshold)
+    ahead = 2 * workers
+    with ThreadPoolExecutor(workers) as pool:
+        offsets, sizes, first, pairs = _pass_one(labeller, block_shape, pool, ahead)
+        lut, cells = _lookup_table(sizes, first, pairs, min_size=min_size, path=volume.path)
+        del sizes, first, pairs
+
+        def write(job: tuple[tuple[int, Roi], int]) -> None:
+            (_, roi), b = job
+            labels, _ = labeller(roi)
+            table = lut[offsets[b] : offsets[b + 1] + 1].copy()
+            table[0] = 0
+            target[roi.to_slices()] = table[labels]
+
+        jobs = ((block, b) for b, block in enumerate(_grid(volume.shape, block_shape)))
+        with closing(_in_order(pool, write, jobs, ahead)) as written:
+            for _ in tqdm(
+                written, total=len(offsets) - 1, desc="segment: write", unit="block", mininterval=2
+            ):
+                pass
+    return cells
+
+
+# --- watershed, slice by slice ---------------------------------------------------------------------------
+
+
+def _segment_watershed(
+    volume: io.Volume,
+    target: zarr.Array,
+    depth: int,
+    *,
+    threshold: float,
+    seed_threshold: float,
+    min_size: int,
+) -> int:
+    """Whole slices, ``depth`` at a time; each slice's cells get the next ids. Returns the number of cells."""
+    scale = 255.0 if np.issubdtype(volume.dtype, np.integer) else 1.0
+    next_id = 0
+    for z0 in tqdm(range(0, volume.shape[0], depth), desc="segment", unit="slab", mininterval=2):
+        slab = io.read_slices(volume, z0, z0 + depth).astype(np.float32) / scale
+        if (bad := _first_nonfinite(slab)) is not None:
+            _raise_nonfinite(volume.path, z0 + bad)
+        out = np.zeros(slab.shape, dtype=np.int32)
+        for i, prob in enumerate(slab):
+            labels = segment_slice(
+                prob,
+                threshold=threshold,
+                method="watershed",
+                seed_threshold=seed_threshold,
+                min_size=min_size,
+            )
+            labels = relabel_sequential(labels)[0]  # ids 1..n once small cells are gone
+            out[i] = np.where(labels > 0, labels + next_id, 0)
+            next_id += int(labels.max())
+        target[z0 : z0 + len(slab)] = out
     return next_id

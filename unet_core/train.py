@@ -201,7 +201,9 @@ class Trainer:
         rand, _ = metrics.rand_error(prob, self.val_labels)
         return {"val_pixel_error": float(pixel), "val_rand_error": float(rand)}
 
-    def step(self, raw: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> float:
+    def step(self, raw: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """One optimiser step; returns the loss on the device, so the host never waits for the device
+        here and fetches the next batch while it computes (a sync per step idled a GPU ~20 %)."""
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
             logits = self.network(raw.to(self.device, non_blocking=True, memory_format=self.memory_format))
@@ -215,7 +217,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def fit(self) -> None:
         """Train until ``cfg.iterations``, resuming from ``last.pt`` when it belongs to this run."""
@@ -244,9 +246,10 @@ class Trainer:
             self.iteration += 1
             bar.update(1)
             if self.iteration % self.cfg.val_every == 0 or self.iteration == self.cfg.iterations:
+                loss = float(torch.stack(losses).double().mean())  # waits for the device
                 tiles_per_s = len(losses) * self.cfg.batch_size / (time.perf_counter() - tick)
-                self._checkpoint(float(np.mean(losses)), tiles_per_s)
-                bar.set_postfix_str(f"loss {np.mean(losses):.4f}", refresh=False)
+                self._checkpoint(loss, tiles_per_s)
+                bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
                 losses, tick = [], time.perf_counter()
         bar.close()
         self._publish()

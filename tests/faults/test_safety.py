@@ -115,7 +115,7 @@ def test_hostile_paths_run_through_the_workflow_and_stay_inside_results(tmp_path
         "volumes": "config/volumes.tsv",
         "gpus_per_job": 0,
         "predict_shards": 1,
-        "threads": {"train": 1, "predict": 1, "evaluate": 1},
+        "threads": {"prepare": 1, "train": 1, "predict": 1, "segment": 1, "evaluate": 1},
         "prepare": {
             "data_dir": str(data_dir),
             "raw": f"raw {HOSTILE}.tif",

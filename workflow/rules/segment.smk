@@ -9,9 +9,9 @@ rule segment:
         args=cli_args("segment"),
     conda:
         "../../envs/unet-core.yaml"
-    threads: 1
+    threads: config["threads"]["segment"]
     resources:
         mem_mb=8000,
         runtime=240,
     shell:
-        "unet-core segment {input.prob:q} {output.seg:q} {params.args} > {log:q} 2>&1"
+        "unet-core segment {input.prob:q} {output.seg:q} --threads {threads} {params.args} > {log:q} 2>&1"
