@@ -103,6 +103,16 @@ def test_block_encodes_the_cropped_probabilities(model_file, dtype):
     assert np.array_equal(prob, predictor.tiles(tile.astype(np.float32)))
 
 
+def test_blocks_dominated_by_their_halo_get_a_suggestion(tmp_path, model_file, volume, caplog):
+    path, _ = model_file
+    io.write_image(tmp_path / "in.ome.zarr", volume, chunks=(1, 45, 70))
+    for block, warned in (((1, 16, 16), True), ((1, 45, 70), False)):  # whole slices: nothing to gain
+        caplog.clear()
+        options = PredictOptions(block_shape=block)
+        predict_file(path, tmp_path / "in.ome.zarr", tmp_path / f"{block[1]}.ome.zarr", options=options)
+        assert ("block_shape (1, 180, 180) or larger keeps that <= 1.5" in caplog.text) is warned
+
+
 def test_hdf5_input_and_no_partial_output_on_failure(tmp_path, model_file, volume):
     path, _ = model_file
     with h5py.File(tmp_path / "v.h5", "w") as f:

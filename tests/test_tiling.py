@@ -4,7 +4,15 @@ import torch
 
 from unet_core.model import UNet, UNetConfig
 from unet_core.predict import TilePredictor, predict_array
-from unet_core.tiling import Roi, mirror_indices, plan_blocks, read_mirrored
+from unet_core.tiling import (
+    Roi,
+    block_side_for_overhead,
+    halo_overhead,
+    mirror_indices,
+    network_input,
+    plan_blocks,
+    read_mirrored,
+)
 
 
 def test_mirror_indices_fold_at_both_borders():
@@ -73,3 +81,16 @@ def test_test_time_augmentation_is_tiling_invariant_and_differs_from_plain(predi
     whole = predict_array(tta, image)
     assert np.abs(whole - predict_array(tta, image, tile_shape=(16, 24))).max() <= 1e-5
     assert np.abs(whole - predict_array(predictor, image)).max() > 1e-4
+
+
+@pytest.mark.parametrize(("block", "depth"), [((512, 512), 3), ((1024, 1024), 4), ((100, 300), 2)])
+def test_halo_overhead_is_the_network_input_over_the_block(block, depth):
+    roi, _ = network_input(Roi((0, 0, 0), (1, *block)), depth)
+    assert halo_overhead(block, depth) == pytest.approx(np.prod(roi.shape) / np.prod(block))
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_block_side_for_overhead_is_the_smallest_such_side(depth):
+    side = block_side_for_overhead(depth, 1.5)
+    assert side % 2**depth == 0 and halo_overhead((side, side), depth) <= 1.5
+    assert halo_overhead((side - 2**depth, side - 2**depth), depth) > 1.5

@@ -81,11 +81,22 @@ def test_changed_data_starts_afresh(tiny_store, tmp_path):
         ({"tile_size": 102}, "input_size 102 is not valid for depth 2.*= 104"),
         ({"optimizer": "lbfgs"}, "train.optimizer must be one of"),
         ({"iterations": 0}, "train.iterations must be >= 1"),
+        ({"num_workers": -2}, "train.num_workers must be >= 0, or -1 for automatic"),
     ],
 )
 def test_bad_training_options_are_refused(change, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{**TINY, **change})
+
+
+def test_automatic_loader_workers_feed_a_gpu_and_spare_a_cpu(tiny_store, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_store, tmp_path, TrainConfig(**TINY))  # num_workers = -1
+    assert trainer.loader_workers == 0  # on a CPU, workers would take cores from the model
+    trainer.device = torch.device("cuda")
+    for cpus, workers in ((64, 8), (6, 4), (2, 0)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda _, n=cpus: set(range(n)))
+        assert trainer.loader_workers == workers
+    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY, num_workers=3)).loader_workers == 3
 
 
 def test_empty_training_split_is_refused(tmp_path):

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,11 +31,21 @@ from . import io
 from .checkpoint import load_model
 from .model import UNet, memory_format
 from .paths import refuse_overwriting_input
-from .tiling import Block, Roi, network_input, plan_blocks, read_mirrored
+from .tiling import (
+    Block,
+    Roi,
+    block_side_for_overhead,
+    halo_overhead,
+    network_input,
+    plan_blocks,
+    read_mirrored,
+)
 
 log = logging.getLogger(__name__)
 
 OUTPUT_DTYPES = ("uint8", "float16", "float32")
+#: Input voxels computed per output voxel above which predict suggests larger blocks.
+HALO_LIMIT = 1.5
 
 
 @dataclass(frozen=True)
@@ -371,6 +381,7 @@ def predict_file(
     io.check_real(volume, "input")
     refuse_overwriting_input(output_path, input_path)
     blocks = plan_blocks(volume.shape, options.block_shape)
+    _warn_if_halo_dominates(options.block_shape, volume.shape, model.config.depth)
     store = PredictionStore(output_path)
     key = fingerprint(model, normalization, volume, options, device)
     target = store.open(volume=volume, options=options, key=key, n_blocks=len(blocks))
@@ -396,6 +407,19 @@ def predict_file(
         store.finish()
     log.info("wrote %s at %.2f Mvox/s", output_path, rate / 1e6)
     return rate
+
+
+def _warn_if_halo_dominates(block_shape: Sequence[int], shape: Sequence[int], depth: int) -> None:
+    """Blocks smaller than the slices yet not much larger than the network's context recompute their halo
+    more than they compute output (the paper's depth-4 net needs blocks of about 1000 pixels)."""
+    block_yx = [min(b, s) for b, s in zip(block_shape[1:], shape[1:], strict=True)]
+    overhead = halo_overhead(block_yx, depth)
+    if overhead > HALO_LIMIT and any(b < s for b, s in zip(block_yx, shape[1:], strict=True)):
+        log.warning(
+            "blocks of %s pixels compute %.2f input voxels per output voxel with a depth-%d U-Net; "
+            "block_shape (1, %d, %d) or larger keeps that <= %.1f",
+            tuple(block_yx), overhead, depth, *[block_side_for_overhead(depth, HALO_LIMIT)] * 2, HALO_LIMIT,
+        )  # fmt: skip
 
 
 def shard_resources(

@@ -130,3 +130,17 @@ def network_input(write_roi: Roi, depth: int) -> tuple[Roi, tuple[slice, ...]]:
     ix, sx, cx = input_roi_2d(x0, nx, depth)
     crop = (slice(0, nz), slice(cy, cy + ny), slice(cx, cx + nx))
     return Roi((z0, iy, ix), (nz, sy, sx)), crop
+
+
+def halo_overhead(block_yx: Sequence[int], depth: int) -> float:
+    """Input voxels the network computes per output voxel for a block of ``block_yx`` on the pooling grid."""
+    sizes = [input_roi_2d(0, int(n), depth)[1] for n in block_yx]
+    return float(np.prod(sizes) / np.prod([int(n) for n in block_yx]))
+
+
+def block_side_for_overhead(depth: int, limit: float = 1.5) -> int:
+    """The smallest square block side (a multiple of ``2**depth``) with a halo overhead <= ``limit``."""
+    side = 2**depth
+    while halo_overhead((side, side), depth) > limit:
+        side += 2**depth
+    return side
