@@ -112,7 +112,7 @@ def test_streaming_in_slabs_equals_the_whole_volume_in_memory(tmp_path, monkeypa
         return dataclasses.replace(volume, array=io.LazyStack(read, volume.shape, volume.dtype, path=path))
 
     monkeypatch.setattr(io, "open_volume", spy)
-    monkeypatch.setattr(prepare_module, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(prepare_module, "usable_cpus", lambda: 2)
     prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, chunks=(2, 128, 128), slab_mb=16))
     # 16 MiB hold two threads' weight-map temporaries and two slabs (the one converted, the one written)
     # of 4 slices of (raw, labels, outputs) each: 2 chunks
@@ -138,7 +138,7 @@ def test_threads_and_slabs_do_not_change_a_byte_of_the_store(tmp_path, monkeypat
     inputs = _tiff_inputs(tmp_path, raw, labels)
     stores = {}
     for cpus, slab_mb in ((1, 1), (4, 3)):  # slabs of 2 slices, one thread; of 3 slices, four threads
-        monkeypatch.setattr(prepare_module, "_cpu_count", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(prepare_module, "usable_cpus", lambda cpus=cpus: cpus)
         out = tmp_path / f"{cpus}.ome.zarr"
         prepare(out, PrepareConfig(**inputs, labels_kind=labels_kind, chunks=(1, 48, 96), slab_mb=slab_mb))
         stores[cpus] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from . import io
 from .checkpoint import load_model
 from .model import UNet, memory_format
+from .parallel import in_order
 from .paths import refuse_overwriting_input
 from .tiling import (
     Block,
@@ -310,8 +311,8 @@ def predict_blocks(
     with ThreadPoolExecutor(max(prefetch, 1)) as readers, ThreadPoolExecutor(2) as writers:
         pending: list[Future] = []
         bar = tqdm(total=len(blocks), unit="chunk", mininterval=2.0, desc="predict")
-        for block, tile in _prefetched(readers, source, blocks, predictor.depth, prefetch, name):
-            data = tile.result()  # a damaged input raises its own VolumeError naming the file
+        # a damaged input raises its own VolumeError naming the file
+        for block, data in _prefetched(readers, source, blocks, predictor.depth, prefetch, name):
             _, crop = network_input(block.write_roi, predictor.depth)
             try:
                 out = predictor.block(data, crop, str(target.dtype))
@@ -329,8 +330,10 @@ def predict_blocks(
 
 def _prefetched(
     pool: ThreadPoolExecutor, source: Any, blocks: list[Block], depth: int, ahead: int, name: str
-) -> Iterator[tuple[Block, Future]]:
-    def read(block: Block) -> np.ndarray:
+) -> Iterator[tuple[Block, np.ndarray]]:
+    """Each block with its input tile, read on ``pool`` ``ahead`` blocks before it is needed."""
+
+    def read(block: Block) -> tuple[Block, np.ndarray]:
         try:
             data = read_mirrored(source, network_input(block.write_roi, depth)[0])
         except Exception as err:
@@ -342,14 +345,9 @@ def _prefetched(
             raise io.VolumeError(
                 f"{name}: chunk {block.grid_index} contains NaN or inf; fix the input volume"
             )
-        return data
+        return block, data
 
-    queue: list[tuple[Block, Future]] = []
-    for block in blocks:
-        queue.append((block, pool.submit(read, block)))
-        if len(queue) > ahead:
-            yield queue.pop(0)
-    yield from queue
+    return in_order(pool, read, blocks, ahead + 1)  # ahead + 1 in flight: ``ahead`` beyond the current
 
 
 def predict_file(

@@ -35,6 +35,7 @@ from . import io
 from .data.synthetic import generate_volume
 from .data.weights import border_band, class_weights_from_counts, weight_map
 from .dataset import Split
+from .parallel import usable_cpus
 from .paths import refuse_overwriting_input
 
 log = logging.getLogger(__name__)
@@ -216,15 +217,10 @@ def _check_dtype(dtype: np.dtype, name: str, *, kinds: str, what: str) -> None:
         )
 
 
-def _cpu_count() -> int:
-    """The CPUs this process may run on (a batch job's allocation, not the whole node's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _worker_count(plane: int, cfg: PrepareConfig, threads: int | None) -> int:
     """Threads that convert slices: ``threads`` (default one per CPU), as many as half of ``slab_mb``
     holds the slice temporaries of (the other half holds the slabs)."""
-    wanted = threads or _cpu_count()
+    wanted = threads or usable_cpus()
     return max(1, min(wanted, cfg.slab_mb * 2**20 // 2 // (plane * SLICE_WORK_BYTES)))
 
 

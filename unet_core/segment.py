@@ -24,13 +24,11 @@ one slab of slices (the input's z-chunk) in memory.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from typing import Any
 
@@ -45,8 +43,9 @@ from skimage.segmentation import relabel_sequential, watershed
 from tqdm import tqdm
 
 from . import io
+from .parallel import in_order, usable_cpus
 from .paths import refuse_overwriting_input
-from .tiling import Roi
+from .tiling import Block, Roi, plan_blocks
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ def segment_file(
         )
         options = dict(threshold=threshold, min_size=min_size)
         if method == "components":
-            cells = _segment_components(volume, target, blocks, workers=_workers(n_workers), **options)
+            cells = _segment_components(volume, target, blocks, workers=n_workers or usable_cpus(), **options)
         else:
             cells = _segment_watershed(volume, target, chunks[0], seed_threshold=seed_threshold, **options)
         root.attrs["unet_core"] = {"content": "cell instances", "cells": cells, "method": method}
@@ -159,12 +158,6 @@ def _check_block_shape(block_shape: Sequence[int], chunks: Sequence[int], shape:
             f"volume {tuple(shape)}) in (Z, Y, X), got {tuple(block_shape)}"
         )
     return tuple(min(b, s) for b, s in zip(blocks, shape, strict=True))
-
-
-def _workers(n_workers: int | None) -> int:
-    if n_workers is not None:
-        return int(n_workers)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _first_nonfinite(prob: np.ndarray) -> int | None:
@@ -249,32 +242,6 @@ def _first_pixels(flat: np.ndarray) -> np.ndarray:
     return begins[values > seen]
 
 
-def _grid(shape: Sequence[int], block_shape: Sequence[int]) -> Iterator[tuple[tuple[int, ...], Roi]]:
-    """``(grid index, roi)`` of the blocks of ``block_shape`` covering ``shape``, in C order, lazily."""
-    counts = [math.ceil(s / b) for s, b in zip(shape, block_shape, strict=True)]
-    for index in itertools.product(*(range(c) for c in counts)):
-        begin = tuple(i * b for i, b in zip(index, block_shape, strict=True))
-        size = tuple(min(b, s - o) for b, s, o in zip(block_shape, shape, begin, strict=True))
-        yield index, Roi(begin, size)
-
-
-def _in_order(pool: ThreadPoolExecutor, func: Callable, items: Iterable, ahead: int) -> Iterator:
-    """``func(item)`` for each item, in order, computed on ``pool`` with at most ``ahead`` in flight; when
-    the consumer stops (an error), what is queued is cancelled and what runs is waited for."""
-    pending: deque[Future] = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(func, item))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for future in pending:
-            future.cancel()
-        wait(pending)
-
-
 def _touching(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Distinct pairs of labels face to face across a block border (both sides foreground), as rows."""
     both = (before > 0) & (after > 0)
@@ -297,10 +264,10 @@ def _pass_one(
     beside: dict[tuple[int, ...], np.ndarray] = {}
     bad, slab = None, 0
 
-    def summarise(job: tuple[tuple[int, ...], Roi]) -> tuple[tuple[int, ...], _Summary]:
-        return job[0], _summarise(labeller, job[1])
+    def summarise(block: Block) -> tuple[tuple[int, ...], _Summary]:
+        return block.grid_index, _summarise(labeller, block.write_roi)
 
-    work = closing(_in_order(pool, summarise, _grid(shape, block_shape), ahead))
+    work = closing(in_order(pool, summarise, plan_blocks(shape, block_shape), ahead))
     with work as summaries:
         for (iz, iy, ix), summary in tqdm(
             summaries, total=math.prod(counts), desc="segment: label", unit="block", mininterval=2
@@ -380,15 +347,15 @@ def _segment_components(
         lut, cells = _lookup_table(sizes, first, pairs, min_size=min_size, path=volume.path)
         del sizes, first, pairs
 
-        def write(job: tuple[tuple[int, Roi], int]) -> None:
-            (_, roi), b = job
-            labels, _ = labeller(roi)
+        def write(block: Block) -> None:
+            labels, _ = labeller(block.write_roi)
+            b = block.block_id
             table = lut[offsets[b] : offsets[b + 1] + 1].copy()
             table[0] = 0
-            target[roi.to_slices()] = table[labels]
+            target[block.write_roi.to_slices()] = table[labels]
 
-        jobs = ((block, b) for b, block in enumerate(_grid(volume.shape, block_shape)))
-        with closing(_in_order(pool, write, jobs, ahead)) as written:
+        blocks = plan_blocks(volume.shape, block_shape)
+        with closing(in_order(pool, write, blocks, ahead)) as written:
             for _ in tqdm(
                 written, total=len(offsets) - 1, desc="segment: write", unit="block", mininterval=2
             ):

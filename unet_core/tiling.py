@@ -99,7 +99,7 @@ def unfold(box_data: np.ndarray, take: list[np.ndarray]) -> np.ndarray:
     for axis, indices in enumerate(take):  # one gather per mirrored axis: 5x faster than np.ix_
         if len(indices) != data.shape[axis] or (indices != np.arange(len(indices))).any():
             data = np.take(data, indices, axis=axis)
-    return data  # fully inside the volume: no copy
+    return data  # not copied when fully inside the volume
 
 
 def read_mirrored(array: Any, roi: Roi) -> np.ndarray:

@@ -32,6 +32,7 @@ from .data.augment import AugmentConfig, save_augmentation_panel
 from .dataset import TileDataset, normalization_range, open_store, read_split
 from .io import atomic_write_bytes, atomic_write_text
 from .model import UNet, UNetConfig, memory_format, output_size
+from .parallel import usable_cpus
 from .predict import TilePredictor, predict_array, resolve_device
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,7 @@ class Trainer:
             return self.cfg.num_workers
         if self.device.type == "cpu":
             return 0
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(0, min(8, cpus - 2))
+        return max(0, min(8, usable_cpus() - 2))
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state(self) -> dict:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import numpy as np
+
+from ..parallel import usable_cpus
 
 #: Thresholds of the ISBI 2012 warping sweep: 0.0, 0.1, ..., 0.9.
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(10))
@@ -99,9 +100,7 @@ def as_threshold(threshold: float, name: str = "threshold") -> float:
 def as_n_workers(n_workers: int | None) -> int:
     """Return the number of worker threads: all usable cores when ``n_workers`` is None."""
     if n_workers is None:
-        if hasattr(os, "sched_getaffinity"):
-            return max(1, len(os.sched_getaffinity(0)))
-        return os.cpu_count() or 1
+        return usable_cpus()
     if isinstance(n_workers, bool) or not isinstance(n_workers, int | np.integer):
         raise TypeError(f"n_workers must be a positive int or None; got {n_workers!r}")
     if n_workers < 1:

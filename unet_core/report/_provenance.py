@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..parallel import usable_cpus
+
 log = logging.getLogger(__name__)
 
 #: Distributions whose versions change results or their speed.
@@ -197,7 +199,7 @@ def hardware() -> dict:
         "system": platform.platform(),
         "cpu_model": _cpu_model(_read("/proc/cpuinfo")) or platform.processor() or None,
         "cpu_count": os.cpu_count(),
-        "cpu_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_usable": usable_cpus(),
         "ram_bytes": _meminfo_bytes(_read("/proc/meminfo")),
         "gpus": [],
     }
