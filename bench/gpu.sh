@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The device checks of one lent GPU, run from the project root (no snakemake there: the unet_core CLI).
 #
-#   bash bench/gpu.sh isbi  OUT   # ISBI 2012 (.data/isbi2012): two full-width trainings side by side,
-#                                 # then TTA prediction + evaluation of slices 16-19 (the validation split)
+#   bash bench/gpu.sh isbi  OUT   # ISBI 2012 (.data/isbi2012): five full-width trainings side by side
+#                                 # (paper SGD, Adam; batch/group norm; lighter augmentation), then TTA
+#                                 # prediction + evaluation of slices 16-19 (the validation split), each
+#                                 # and the mean of the Adam runs (an ensemble)
+#   bash bench/gpu.sh preset OUT  # bench/train.py at batch 1, then config/isbi2012.yaml's training as is
+#                                 # on slices 0-15, TTA prediction + evaluation of slices 16-19
 #   bash bench/gpu.sh bench OUT   # bench/train.py (batch 1 and 8) and bench/predict.py (eager, compiled)
 #
-# TRAIN_SECONDS (default 240) is the wall time the two trainings share; their iteration count is sized
-# from the full-loop tiles/s that bench/train.py measures first. SMOKE=1 runs everything tiny on a CPU.
+# TRAIN_SECONDS (default 240) is the wall time the trainings share; their iteration counts are sized
+# from the full-loop tiles/s that bench/train.py measures first (batch 1 and 4, alone on the GPU).
+# SMOKE=1 runs everything tiny on a CPU.
 set -uo pipefail
 stage=${1:?isbi or bench}
 out=${2:?output folder}
@@ -32,39 +37,99 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 
 if [ "$stage" = isbi ]; then
   budget=${TRAIN_SECONDS:-240}
-  log "bench/train.py, batch 4 (sizes the trainings)"
-  rate=$(python3 bench/train.py "${bench_net[@]}" --batch 4 --steps 30 --workers "$workers" --threads 2 \
-    | tee /dev/stderr | awk '/full loop/ {for (i = 2; i <= NF; i++) if ($i == "tiles/s") print $(i - 1)}')
-  [[ "$rate" =~ ^[0-9.]+$ ]] || { log "bench/train.py failed: no rate to size the trainings"; exit 1; }
-  # Two runs share the GPU: each is given a little under half the measured rate.
-  iterations=$(python3 -c "print(max(20, int($budget * $rate * 0.45 / 4)))")
-  val_every=$(python3 -c "print(max(5, $iterations // 8))")
-  log "full loop ${rate} tiles/s -> ${iterations} iterations of batch 4, validation every ${val_every}"
+  # name | train options; all runs share the GPU side by side for $budget seconds.
+  light=(--aug-rotation-degrees 0 --aug-contrast 0 --aug-brightness 0 --aug-gamma 0 --aug-noise-std 0)
+  variants=(
+    "paper|--batch-size 1 --optimizer sgd --lr 0.01 --momentum 0.99"
+    "adam|--batch-size 4 --optimizer adam --lr 0.0002"
+    "adam_bn|--batch-size 4 --optimizer adam --lr 0.0005 --norm batch"
+    "adam_light|--batch-size 4 --optimizer adam --lr 0.0002 ${light[*]}"
+    "adam_gn_light|--batch-size 4 --optimizer adam --lr 0.0005 --norm group ${light[*]}"
+  )
+  declare -A rate
+  for batch in 1 4; do
+    log "bench/train.py, batch $batch (sizes the trainings)"
+    rate[$batch]=$(python3 bench/train.py "${bench_net[@]}" --batch "$batch" --steps 30 --workers "$workers" \
+      --threads 2 | tee /dev/stderr | awk '/full loop/ {for (i = 2; i <= NF; i++) if ($i == "tiles/s") print $(i - 1)}')
+    [[ "${rate[$batch]}" =~ ^[0-9.]+$ ]] || { log "bench/train.py failed: no rate to size the trainings"; exit 1; }
+  done
   run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
     --train-slices 0 16 --val-slices 16 20 --test-slices 20 20 --voxel-size 50 4 4 --unit nanometer \
     --w0 10 --sigma 5 "$work/isbi.ome.zarr" || exit 1
+  n=${#variants[@]}
   start=$(date +%s)
-  for variant in a:0.0002 b:0.0006; do
-    name=${variant%%:*}
-    run train "${net[@]}" --batch-size 4 --optimizer adam --lr "${variant#*:}" --schedule cosine \
-      --iterations "$iterations" --val-every "$val_every" --num-workers "$workers" --threads 2 \
+  for variant in "${variants[@]}"; do
+    name=${variant%%|*}
+    read -ra options <<<"${variant#*|}"
+    batch=${options[1]}
+    # Each run gets 1/n of the GPU: a little under 1/n of the rate measured alone at its batch size.
+    iterations=$(python3 -c "print(max(8, int($budget * ${rate[$batch]} * 0.9 / $n / $batch)))")
+    log "$name: $iterations iterations of batch $batch"
+    run train "${net[@]}" "${options[@]}" --schedule cosine --iterations "$iterations" \
+      --val-every "$(((iterations + 11) / 12))" --num-workers "$((workers / 2 + 1))" --threads 2 \
       "$work/isbi.ome.zarr" "$work/model_$name" >"$out/train_$name.log" 2>&1 &
   done
   wait
-  log "both trainings done in $(($(date +%s) - start)) s (wall, side by side)"
-  for name in a b; do
+  log "all trainings done in $(($(date +%s) - start)) s (wall, side by side)"
+  names=()
+  for variant in "${variants[@]}"; do
+    name=${variant%%|*}
     tail -n 2 "$out/train_$name.log"
+    [ -f "$work/model_$name/best.pt" ] || continue
+    names+=("$name")
     cp "$work/model_$name/train_log.csv" "$out/train_log_$name.csv"
-    cp "$work/model_$name/training_curves.png" "$out/training_curves_$name.png"
-    for tta in no-tta tta; do
-      run predict --"$tta" "$work/model_$name/best.pt" "$work/isbi.ome.zarr" "$work/pred_${name}_$tta.ome.zarr" \
-        2>&1 | tail -n 1
-      run evaluate --slices held-out --out "$work/m_${name}_$tta/metrics.csv" \
-        "$work/pred_${name}_$tta.ome.zarr" "$work/isbi.ome.zarr" >/dev/null 2>&1
-      echo "== model $name, $tta, validation slices 16-19" | tee -a "$out/metrics.csv"
-      tee -a "$out/metrics.csv" <"$work/m_${name}_$tta/metrics.csv" | grep -E "_error,|vrand|vinfo"
-    done
+    run predict --tta "$work/model_$name/best.pt" "$work/isbi.ome.zarr" "$work/pred_$name.ome.zarr" \
+      >"$out/predict_$name.log" 2>&1 &
   done
+  wait
+  # The mean of the Adam runs' probabilities: what an ensemble of the models trained side by side gives.
+  python3 - "$work" "${names[@]}" <<'PY'
+import shutil, sys
+import numpy as np, zarr
+work, names = sys.argv[1], [n for n in sys.argv[2:] if n.startswith("adam")]
+if names:
+    shutil.copytree(f"{work}/pred_{names[0]}.ome.zarr", f"{work}/pred_ensemble.ome.zarr")
+    mean = np.mean([zarr.open_array(f"{work}/pred_{n}.ome.zarr/0", mode="r")[:] for n in names], axis=0)
+    zarr.open_array(f"{work}/pred_ensemble.ome.zarr/0", mode="r+")[:] = np.round(mean).astype(np.uint8)
+    print("ensemble of", names)
+PY
+  [ -d "$work/pred_ensemble.ome.zarr" ] && names+=(ensemble)
+  for name in "${names[@]}"; do
+    run evaluate --slices held-out --out "$work/m_$name/metrics.csv" \
+      "$work/pred_$name.ome.zarr" "$work/isbi.ome.zarr" >/dev/null 2>&1 &
+  done
+  wait
+  for name in "${names[@]}"; do
+    echo "== $name, TTA, validation slices 16-19" | tee -a "$out/metrics.csv"
+    tee -a "$out/metrics.csv" <"$work/m_$name/metrics.csv" | grep -E "_error,|n_split|n_merge|vrand|vinfo"
+    awk -F, '$NF == "unet" {printf "rand@%s %.4f  ", $1, $4} END {print ""}' \
+      "$work/m_$name/metrics_per_threshold.csv" | tee -a "$out/metrics.csv"
+  done
+  tar czf "$out/runs.tgz" -C "$out" --remove-files $(cd "$out" && ls train_* predict_*)  # few files come back
+elif [ "$stage" = preset ]; then
+  log "bench/train.py, batch 1 (the paper's setup)"
+  python3 bench/train.py "${bench_net[@]}" --batch 1 --steps 200 --workers "$workers" --threads 2
+  # config/isbi2012.yaml's train section as flags, as the workflow passes it (SMOKE: a tiny run instead).
+  read -ra train_options < <(python3 -c "
+import yaml
+train = yaml.safe_load(open('config/isbi2012.yaml'))['train']
+if $smoke: train.update(depth=2, width=8, tile_size=124, iterations=20, val_every=10, num_workers=1)
+print(' '.join(f'--{k.replace(\"_\", \"-\")}' if v is True else f'--no-{k.replace(\"_\", \"-\")}' if v is False
+               else f'--{k.replace(\"_\", \"-\")} {v}' for k, v in train.items()))")
+  log "train ${train_options[*]}"
+  run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
+    --train-slices 0 16 --val-slices 16 20 --test-slices 20 20 --voxel-size 50 4 4 --unit nanometer \
+    --w0 10 --sigma 5 "$work/isbi.ome.zarr" >/dev/null 2>&1 || exit 1
+  start=$(date +%s)
+  run train "${train_options[@]}" --threads 2 "$work/isbi.ome.zarr" "$work/model" >"$out/train.log" 2>&1
+  log "training done in $(($(date +%s) - start)) s"
+  tail -c 600 "$out/train.log"
+  cp "$work/model/train_log.csv" "$out/train_log.csv"
+  run predict --tta "$work/model/best.pt" "$work/isbi.ome.zarr" "$work/pred.ome.zarr" 2>&1 | tail -n 1
+  run evaluate --slices held-out --out "$work/m/metrics.csv" "$work/pred.ome.zarr" "$work/isbi.ome.zarr" \
+    >/dev/null 2>&1
+  tee "$out/metrics.csv" <"$work/m/metrics.csv" | grep -E "^unet,.*(_error,|n_split|n_merge|vrand|vinfo)"
+  awk -F, '$NF == "unet" {printf "rand@%s %.4f  ", $1, $4} END {print ""}' "$work/m/metrics_per_threshold.csv"
 else
   for batch in 1 8; do
     log "bench/train.py, batch $batch"

@@ -10,9 +10,9 @@ measurement runs in a fresh Python process that reports its own wall time and pe
 
 - plain read: ``tifffile.imread`` of the raw stack (the throughput reference);
 - import only: ``import unet_core.prepare`` (the RSS floor of any prepare process: torch, zarr, ...);
-- raw copy to zarr: the raw stack streamed into a Zarr array with the chunks and codec that prepare
-  gives raw, nothing else (how much of prepare's time writing alone costs: raw is 1 of the 10 bytes
-  per pixel that prepare stores, and the only one that is not labels or weights);
+- raw copy to zarr: the raw stack streamed into a Zarr array with the chunks, shards, chunk keys and
+  codec that prepare gives raw, nothing else (how much of prepare's time writing alone costs: raw is 1
+  of the 10 bytes per pixel that prepare stores, and the only one that is not labels or weights);
 - prepare with ``w0 = 0`` (class-balance weights only) for every size: streaming throughput and memory;
 - on a stack of ``--weights-slices`` slices: prepare uncompressed (level 0) and with the paper's
   weight map (``w0 = 10``), whose per-cell distance transforms dominate the cost.
@@ -113,12 +113,15 @@ def _read(raw: Path) -> dict:
 
 
 def _copy_raw(raw: Path, out: Path, *, slab_mb: int) -> dict:
-    setup = "import zarr\nfrom unet_core import io\nfrom unet_core.prepare import SHUFFLE"
+    setup = "import zarr\nfrom unet_core import io\nfrom unet_core.prepare import SHUFFLE, shard_slices"
     body = f"""
 source = io.open_volume({str(raw)!r})
-step = max(1, {slab_mb} * 2**20 // ({SLICE} * {SLICE}))
-array = zarr.create_array({str(out)!r}, shape=source.shape, dtype=source.dtype, chunks=(1, {SLICE}, {SLICE}),
-    compressors=io.compressor(1, shuffle=SHUFFLE["raw"]), fill_value=0, config={{"write_empty_chunks": True}})
+chunks = (1, {SLICE}, {SLICE})
+shard = shard_slices(source.shape, chunks)
+step = max(shard, {slab_mb} * 2**20 // ({SLICE} * {SLICE}) // shard * shard)
+root = zarr.open_group({str(out)!r}, mode="w-", zarr_format=3)
+array = io.create_image(root, "", shape=source.shape, dtype=source.dtype, chunks=chunks, compression_level=1,
+    shuffle=SHUFFLE["raw"], shard_slices=shard, flat_keys=True).with_config({{"write_empty_chunks": True}})
 for z0 in range(0, source.shape[0], step):
     array[z0 : z0 + step] = io.read_slices(source, z0, min(z0 + step, source.shape[0]))
 """

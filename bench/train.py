@@ -3,7 +3,8 @@
 Both use the same model, tile size and batch, measured one after the other in this run:
 - bare step: forward, weighted loss, backward, optimiser step on tensors made beforehand;
 - full loop: tiles sampled from a prepared store, augmented (elastic, rotation, flips, gray values) in
-  the loader (worker processes with --workers > 0), then the same step.
+  the loader (worker processes with --workers > 0) and delivered by `Trainer.batches` exactly as
+  `Trainer.fit` gets them, then the same step.
 
     python bench/train.py                      # CPU: depth 3, width 16, 188 tiles
     python bench/train.py --depth 4 --width 64 --tile 572 --workers 8   # the paper's setup (GPU)
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from unet_core.prepare import PrepareConfig, prepare
-from unet_core.train import TrainConfig, Trainer
+from unet_core.train import TrainConfig, Trainer, flushed_denormals
 
 
 def timed_steps(trainer: Trainer, batches, n: int) -> float:
@@ -56,13 +57,10 @@ def main() -> None:
         )  # fmt: skip
         trainer = Trainer(store, Path(tmp) / "model", cfg)
         trainer.model.train()
-        loader = torch.utils.data.DataLoader(
-            trainer.dataset, batch_size=args.batch, num_workers=args.workers,
-            pin_memory=trainer.device.type == "cuda", persistent_workers=args.workers > 0,
-        )  # fmt: skip
-        full = timed_steps(trainer, loader, args.steps)
-        premade = [next(iter(loader))] * (args.steps + 1)
-        bare = timed_steps(trainer, premade, args.steps)
+        with flushed_denormals():  # as in Trainer.fit
+            full = timed_steps(trainer, trainer.batches(), args.steps)  # the training loop's own batches
+            premade = [next(trainer.batches())] * (args.steps + 1)
+            bare = timed_steps(trainer, premade, args.steps)
     device = torch.cuda.get_device_name() if trainer.device.type == "cuda" else f"CPU, {args.threads} threads"
     tiles = args.steps * args.batch
     print(f"device: {device}; depth {args.depth}, width {args.width}, tile {args.tile}, batch {args.batch}")

@@ -24,6 +24,7 @@ def test_ome_zarr_round_trip_keeps_shape_dtype_and_metadata(tmp_path):
     assert [a["name"] for a in ome["multiscales"][0]["axes"]] == ["z", "y", "x"]
     array_meta = json.loads((path / "0" / "zarr.json").read_text())
     assert array_meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 8, 8]
+    assert array_meta["dimension_names"] == ["z", "y", "x"]  # NGFF 0.5: must match the axes
     assert any(c["name"] == "blosc" for c in array_meta["codecs"])
 
 

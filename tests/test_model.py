@@ -77,3 +77,27 @@ def test_he_initialisation_scale():
 def test_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
         UNetConfig(**{field: value})
+
+
+def test_paper_network_has_no_normalisation_by_default():
+    model = UNet(UNetConfig(depth=4, width=64))
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d | torch.nn.GroupNorm)]
+
+
+@pytest.mark.parametrize(("norm", "layer"), [("batch", torch.nn.BatchNorm2d), ("group", torch.nn.GroupNorm)])
+def test_normalisation_follows_every_convolution_and_keeps_sizes(norm, layer):
+    model = UNet(UNetConfig(depth=2, width=16, norm=norm)).eval()
+    norms = [m for m in model.modules() if isinstance(m, layer)]
+    assert len(norms) == 2 * (2 * 2 + 1)  # two per double convolution: depth + 1 down, depth up
+    for block in [*model.down, *model.up]:
+        kinds = [type(m) for m in block]
+        assert kinds == [torch.nn.Conv2d, layer, torch.nn.ReLU, torch.nn.Conv2d, layer, torch.nn.ReLU]
+    if norm == "group":  # 32 groups, or one channel per group when there are fewer than 32 channels
+        assert {(m.num_channels, m.num_groups) for m in norms} == {(16, 16), (32, 32), (64, 32)}
+    x = torch.rand(2, 1, 132, 132)
+    assert model(x).shape == (2, 2, output_size(132, 2), output_size(132, 2))
+
+
+def test_unknown_normalisation_is_refused():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        UNetConfig(norm="layer")

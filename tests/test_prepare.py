@@ -127,10 +127,12 @@ def test_streaming_in_slabs_equals_the_whole_volume_in_memory(tmp_path, monkeypa
     assert root["0"].chunks == (2, 128, 128)
 
 
-@pytest.mark.parametrize("labels_kind", ["binary", "instances"])
-def test_threads_and_slabs_do_not_change_a_byte_of_the_store(tmp_path, monkeypatch, labels_kind):
+@pytest.mark.parametrize(("labels_kind", "shard"), [("binary", 9), ("instances", 9), ("binary", 4)])
+def test_threads_and_slabs_do_not_change_a_byte_of_the_store(tmp_path, monkeypatch, labels_kind, shard):
     """Slices converted by four threads, in slabs written behind the next slab's conversion, give the
-    same files as one thread converting two slices at a time (and ids unique over the volume)."""
+    same files as one thread converting two slices at a time (and ids unique over the volume), although
+    neither slab size fits the shards, which are then rewritten slab by slab."""
+    monkeypatch.setattr(prepare_module, "SHARD_PIXELS", shard * 96 * 96)
     raw, labels = _cells_and_raw(n=9, size=96)
     instances = instances_from_binary(labels)
     if labels_kind == "instances":
@@ -145,7 +147,47 @@ def test_threads_and_slabs_do_not_change_a_byte_of_the_store(tmp_path, monkeypat
         root = zarr.open_group(str(out), mode="r")
         expected = instances if labels_kind == "binary" else labels
         assert np.array_equal(root["labels/instances/0"][...], expected), cpus
-    assert len(stores[1]) > 9 * 4 and stores[4] == stores[1]
+    shards = {p for p in stores[1] if p.name.startswith("c.")}
+    assert len(shards) == 4 * -(-9 // shard) and stores[4] == stores[1]
+
+
+def test_slabs_write_whole_shards_once_with_flat_keys(tmp_path, monkeypatch):
+    """Slabs hold whole shards (of 2 slices here), so each shard file is written once, not rewritten per
+    chunk; chunk keys are flat (no folder per shard); Zarr and our readers follow the layout."""
+    monkeypatch.setattr(prepare_module, "SHARD_PIXELS", 2 * 128 * 128)
+    monkeypatch.setattr(prepare_module, "usable_cpus", lambda: 1)
+    raw, labels = _cells_and_raw(n=7, size=128)
+    inputs = _tiff_inputs(tmp_path, raw, labels)
+    slabs, keys, store, set_key = [], [], prepare_module._store, zarr.storage.LocalStore.set
+
+    def spy_store(arrays, z0, slab):
+        slabs.append((z0, len(slab["raw"])))
+        return store(arrays, z0, slab)
+
+    async def spy_set(self, key, value):
+        keys.append(key)
+        return await set_key(self, key, value)
+
+    monkeypatch.setattr(prepare_module, "_store", spy_store)
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", spy_set)
+    out = tmp_path / "d.ome.zarr"
+    prepare(out, PrepareConfig(**inputs, chunks=(1, 64, 64), slab_mb=3))  # room for 5 slices: 2 shards
+    assert slabs == [(0, 4), (4, 3)]
+    chunk_keys = [k for k in keys if not k.endswith("zarr.json")]
+    assert len(chunk_keys) == len(set(chunk_keys)) == 4 * 4  # 4 shards (the last one partial) per array
+    for name in ("0", "labels/cells/0", "labels/instances/0", "weights/0"):
+        assert sorted(p.name for p in (out / name).iterdir()) == [
+            "c.0.0.0",
+            "c.1.0.0",
+            "c.2.0.0",
+            "c.3.0.0",
+            "zarr.json",
+        ]
+        array = zarr.open_array(str(out / name), mode="r")
+        assert array.shards == (2, 128, 128) and array.chunks == (1, 64, 64), name
+    assert np.array_equal(zarr.open_array(str(out / "0"), mode="r")[...], raw)
+    assert np.array_equal(io.read_volume(out), raw)  # the NGFF reader
+    assert np.array_equal(open_store(out)["labels/cells/0"][...], labels)
 
 
 def test_at_most_two_slabs_are_in_memory(tmp_path, monkeypatch):

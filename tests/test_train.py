@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model
-from unet_core.train import TrainConfig, Trainer, weighted_cross_entropy
+from unet_core.train import TrainConfig, Trainer, flushed_denormals, weighted_cross_entropy
 
 TINY = dict(depth=2, width=4, tile_size=84, iterations=4, val_every=2, optimizer="sgd", lr=0.01, seed=5)
 
@@ -134,3 +134,73 @@ def test_compiled_training_follows_the_eager_run(tiny_store, tmp_path):
     compiled = load_checkpoint(tmp_path / "compiled" / "last.pt")["model_state"]
     assert eager.keys() == compiled.keys()  # the checkpoint holds the plain module's names
     assert all(torch.allclose(eager[k], compiled[k], atol=1e-4) for k in eager)
+
+
+def test_normalised_network_trains_resumes_and_reloads(tiny_store, tmp_path):
+    cfg = TrainConfig(**TINY, norm="batch")
+    Trainer(tiny_store, tmp_path, cfg).fit()
+    model, _ = load_model(tmp_path / "best.pt")
+    assert model.config.norm == "batch"
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert Trainer(tiny_store, tmp_path, cfg).resume(tmp_path / "last.pt") is True
+    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).resume(tmp_path / "last.pt") is False
+
+
+def test_augmentation_strengths_reach_the_training_tiles(tiny_store, tmp_path):
+    cfg = TrainConfig(
+        **TINY,
+        aug_rotation_degrees=0.0,
+        aug_contrast=0.0,
+        aug_brightness=0.0,
+        aug_gamma=0.0,
+        aug_noise_std=0.0,
+        aug_elastic_sigma=4.0,
+    )
+    augmentation = Trainer(tiny_store, tmp_path, cfg).dataset.augment_config
+    assert augmentation.rotation_degrees == 0 and not augmentation.gray
+    assert augmentation.elastic_sigma == 4.0 and augmentation.elastic_grid == 3 and augmentation.flip_rotate
+    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY, augment=False)).dataset.augment_config is None
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"aug_contrast": 1.0}, "contrast must be < 1"), ({"aug_elastic_grid": 1}, "elastic_grid must be")],
+)
+def test_bad_augmentation_strengths_are_refused(change, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{**TINY, **change})
+
+
+@pytest.mark.parametrize(("batch_size", "workers"), [(1, 0), (3, 1)])
+def test_batches_are_the_dataset_tiles_in_order_from_the_current_iteration(
+    tiny_store, tmp_path, batch_size, workers
+):
+    cfg = TrainConfig(**{**TINY, "iterations": 7, "batch_size": batch_size, "num_workers": workers})
+    trainer = Trainer(tiny_store, tmp_path, cfg)
+    trainer.iteration = 2  # as after a resume: several steps' tiles travel together, not from tile 0
+    batches = list(trainer.batches())
+    assert len(batches) == cfg.iterations - 2
+    for step, batch in enumerate(batches, start=2):
+        items = [trainer.dataset[k] for k in range(step * batch_size, (step + 1) * batch_size)]
+        for got, expected in zip(batch, zip(*items, strict=True), strict=True):
+            assert torch.equal(got, torch.stack(expected))
+    assert batches[0][1].dtype == torch.uint8  # labels cross between processes as bytes
+
+
+def test_training_flushes_denormals_and_restores_the_setting(tiny_store, tmp_path, monkeypatch):
+    seen, step = [], Trainer.step
+
+    def recording_step(self, *batch):
+        seen.append(bool(torch.tensor(1e-39) == 0))  # a denormal reads as zero when flushed
+        return step(self, *batch)
+
+    monkeypatch.setattr(Trainer, "step", recording_step)
+    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
+    assert seen == [True] * TINY["iterations"]
+    assert torch.tensor(1e-39) != 0  # the process-wide setting is back (other numerics rely on it)
+    with flushed_denormals():
+        assert torch.tensor(1e-39) == 0
+        with flushed_denormals():
+            pass
+        assert torch.tensor(1e-39) == 0  # an inner block leaves an outer one's setting
+    assert torch.tensor(1e-39) != 0

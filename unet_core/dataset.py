@@ -96,7 +96,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.input_size, self.halo = input_size, context(depth) // 2
         low, high = normalization
         self.raw = ((raw.astype(np.float32) - low) / (high - low)).astype(np.float32)
-        self.labels = (labels > 0).astype(np.int64)
+        self.labels = (labels > 0).astype(np.uint8)  # 1 byte per pixel to pass between processes
         self.weights = weights.astype(np.float32)
         self.seed, self.augment_config, self.length = seed, augment_config, length
 
@@ -117,6 +117,6 @@ class TileDataset(torch.utils.data.Dataset):
         crop = slice(self.halo, self.halo + self.output)
         return (
             torch.from_numpy(np.ascontiguousarray(raw[None], dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(labels[crop, crop], dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(labels[crop, crop])),
             torch.from_numpy(np.ascontiguousarray(weights[crop, crop], dtype=np.float32)),
         )

@@ -32,6 +32,7 @@ from zarr.codecs import BloscCodec
 log = logging.getLogger(__name__)
 
 NGFF_VERSION = "0.5"
+AXES = "zyx"  # every image here is a (z, y, x) volume
 DEFAULT_VOXEL_SIZE = (1.0, 1.0, 1.0)
 TIFF_SUFFIXES = (".tif", ".tiff")
 SLICE_SUFFIXES = (".png", *TIFF_SUFFIXES)
@@ -403,7 +404,7 @@ def ngff_image_attrs(
     name: str, *, voxel_size: Sequence[float] = DEFAULT_VOXEL_SIZE, unit: str | None = None
 ) -> dict:
     """NGFF 0.5 attributes of a single-scale (Z, Y, X) image whose level 0 is the array ``"0"``."""
-    axes = [{"name": ax, "type": "space"} | ({"unit": unit} if unit else {}) for ax in "zyx"]
+    axes = [{"name": ax, "type": "space"} | ({"unit": unit} if unit else {}) for ax in AXES]
     scale = [float(s) for s in voxel_size]
     return {
         "ome": {
@@ -448,10 +449,16 @@ def create_image(
     label: bool = False,
     compression_level: int = 5,
     shuffle: str = "bitshuffle",
+    shard_slices: int = 0,
+    flat_keys: bool = False,
 ) -> zarr.Array:
     """Create an NGFF image (or label image) ``name`` inside ``group`` and return its level-0 array.
 
     ``name = ""`` makes ``group`` itself the image; ``compression_level`` and ``shuffle`` go to `compressor`.
+    ``shard_slices > 0`` stores ``chunks`` inside shards of that many whole slices (a multiple of the chunk
+    depth): one file per shard, which must be written whole to avoid rewriting it. ``flat_keys`` names
+    chunk files ``c.z.y.x`` instead of ``c/z/y/x``, so writing them creates no folders. Both are recorded in
+    ``zarr.json``; any Zarr v3 reader follows them (OME-Zarr 0.5 allows every Zarr v3 feature).
     """
     image = group if not name else group.require_group(name)
     attrs = ngff_image_attrs(name or "image", voxel_size=voxel_size, unit=unit)
@@ -459,11 +466,19 @@ def create_image(
         attrs["ome"]["image-label"] = {"version": NGFF_VERSION}
     image.attrs.update(attrs)
     chunks = tuple(min(int(c), int(s)) or 1 for c, s in zip(chunks, shape, strict=True))
+    shards = None
+    if shard_slices:
+        if shard_slices % chunks[0]:
+            raise ValueError(f"shard_slices={shard_slices} is not a multiple of the chunk depth {chunks[0]}")
+        shards = (shard_slices, *(-(-int(s) // c) * c for s, c in zip(shape[1:], chunks[1:], strict=True)))
     return image.create_array(
         "0",
         shape=tuple(shape),
         dtype=dtype,
         chunks=chunks,
+        shards=shards,
+        dimension_names=tuple(AXES),  # NGFF 0.5: must match the axes of the multiscales metadata
+        chunk_key_encoding={"name": "default", "separator": "." if flat_keys else "/"},
         compressors=compressor(compression_level, shuffle=shuffle),
         fill_value=0,
     )

@@ -182,7 +182,7 @@ def test_full_disk_in_every_stage(tmp_path, capsys, fill_disk, stack, tiny_store
     }
     inputs = [stack, tiny_store, predict_case.source, predict_case.model]
     before = tree_hash(*inputs)
-    fill_disk(out_dir, after=5)
+    fill_disk(out_dir, after=3)  # prepare writes 4: one shard per array
     for stage, (out, extra) in cases.items():
         code, stderr = cli(capsys, *_stage_argv(stage, out, stack, tiny_store, predict_case), *extra)
         assert_user_error(code, stderr, stage, FULL.format(out=out))
