@@ -243,3 +243,51 @@ def test_compiled_network_predicts_the_same(model_file, volume):
     _, model = model_file
     compiled = TilePredictor(model, normalization=NORMALIZATION, compile=True)
     assert np.abs(predict_array(compiled, volume[:1]) - _whole(model, volume[:1])).max() <= 1e-4
+
+
+def _checkpoint(path, model, normalization=NORMALIZATION):
+    state = {"model_config": model.config.to_dict(), "model_state": model.state_dict()}
+    save_checkpoint(path, state | {"normalization": list(normalization)})
+    return path
+
+
+def test_several_checkpoints_predict_the_mean_of_their_probabilities(tmp_path, model_file, volume):
+    from unet_core.cli import main
+
+    path, model = model_file
+    torch.manual_seed(1)
+    other = UNet(UNetConfig(depth=2, width=6))
+    other_path = _checkpoint(tmp_path / "other.pt", other)
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume, chunks=(1, 32, 32))
+    out = tmp_path / "mean.ome.zarr"
+    argv = ["predict", str(path), str(other_path), str(source), str(out), "--output-dtype", "float32"]
+    assert main([*argv, "--block-shape", "1", "20", "33"]) == 0
+    expected = (_whole(model, volume) + _whole(other, volume)) / 2
+    assert np.abs(io.read_volume(out) - expected).max() <= 1e-5
+    assert np.abs(expected - _whole(model, volume)).max() > 0.01  # the second model counts
+
+    predict_file(
+        [path, path], source, tmp_path / "twice.ome.zarr", options=PredictOptions(output_dtype="float32")
+    )
+    assert np.abs(io.read_volume(tmp_path / "twice.ome.zarr") - _whole(model, volume)).max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("other", "normalization", "match"),
+    [
+        (UNetConfig(depth=2, width=4), (0.0, 255.0), "normalise their input differently"),
+        (UNetConfig(depth=3, width=4), NORMALIZATION, "one depth"),
+    ],
+)
+def test_checkpoints_that_cannot_be_averaged_are_refused(
+    tmp_path, model_file, volume, other, normalization, match
+):
+    from unet_core.checkpoint import CheckpointError
+
+    other_path = _checkpoint(tmp_path / "other.pt", UNet(other), normalization)
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume, chunks=(1, 32, 32))
+    with pytest.raises(CheckpointError, match=f"other.pt: .*{match}"):
+        predict_file([model_file[0], other_path], source, tmp_path / "out.ome.zarr", options=PredictOptions())
+    assert not (tmp_path / "out.ome.zarr").exists()

@@ -10,13 +10,14 @@ import io as _bytes_io
 import os
 import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .io import atomic_write_bytes
-from .model import UNet, UNetConfig
+from .model import Ensemble, UNet, UNetConfig
 
 FORMAT = "unet_core.checkpoint"
 VERSION = 1
@@ -71,3 +72,23 @@ def load_model(
     model.load_state_dict(state["model_state"])
     low, high = state["normalization"]
     return model.to(device), (float(low), float(high))
+
+
+def load_models(
+    paths: Sequence[str | os.PathLike], *, device: torch.device | str = "cpu"
+) -> tuple[UNet | Ensemble, tuple[float, float]]:
+    """`load_model` of one checkpoint, or of several as an `Ensemble` (they must share the input
+    normalisation, i.e. come from the same training data, and the depth)."""
+    loaded = [load_model(path, device=device) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    normalizations = {normalization for _, normalization in loaded}
+    if len(normalizations) > 1:
+        raise CheckpointError(
+            f"{', '.join(map(str, paths))}: the checkpoints normalise their input differently "
+            f"{sorted(normalizations)}; ensemble only models trained on the same data"
+        )
+    try:
+        return Ensemble([model for model, _ in loaded]).to(device), loaded[0][1]
+    except ValueError as err:
+        raise CheckpointError(f"{', '.join(map(str, paths))}: {err}") from err

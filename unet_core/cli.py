@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="overlap-tile prediction of a volume into an OME-Zarr")
-    p.add_argument("model", help="checkpoint (best.pt)")
+    p.add_argument("model", nargs="+", help="checkpoint (best.pt); several: the mean of their probabilities")
     p.add_argument("input", help="volume: TIFF, Zarr, OME-Zarr or file.h5:/dataset")
     p.add_argument("output", help="OME-Zarr of cell probability to write")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

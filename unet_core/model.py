@@ -154,3 +154,25 @@ class UNet(nn.Module):
 def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
     """NHWC on CUDA when asked (faster convolutions on tensor cores); the CPU keeps NCHW."""
     return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+class Ensemble(nn.Module):
+    """Several trained U-Nets of one depth acting as one: the mean of their class probabilities.
+
+    ``forward`` returns the log of that mean, so a softmax of its output (as `predict` applies to any
+    model's logits) gives the mean probability. On ISBI validation slices the mean of four full-width
+    runs scored a Rand error of 0.096 where the runs alone scored 0.113-0.153 (README)."""
+
+    def __init__(self, members: list[UNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        depths = {member.config.depth for member in members}
+        if len(depths) > 1:
+            raise ValueError(f"ensemble members must have one depth (one halo), got depths {sorted(depths)}")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = [torch.softmax(member(x).float(), dim=1) for member in self.members]
+        return torch.log(torch.stack(probabilities).mean(dim=0))

@@ -28,8 +28,8 @@ import zarr
 from tqdm import tqdm
 
 from . import io
-from .checkpoint import load_model
-from .model import UNet, memory_format
+from .checkpoint import load_models
+from .model import Ensemble, UNet, memory_format
 from .parallel import in_order
 from .paths import refuse_overwriting_input
 from .tiling import (
@@ -81,7 +81,7 @@ class TilePredictor:
 
     def __init__(
         self,
-        model: UNet,
+        model: UNet | Ensemble,
         *,
         normalization: tuple[float, float] = (0.0, 255.0),
         device: torch.device | str = "cpu",
@@ -187,7 +187,7 @@ def shard_blocks(blocks: list[Block], shard: tuple[int, int]) -> list[Block]:
 
 
 def fingerprint(
-    model: UNet,
+    model: UNet | Ensemble,
     normalization: tuple[float, float],
     volume: io.Volume,
     options: PredictOptions,
@@ -351,7 +351,7 @@ def _prefetched(
 
 
 def predict_file(
-    model_path: str | Path,
+    model_path: str | Path | Sequence[str | Path],
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -363,9 +363,11 @@ def predict_file(
     Without ``shard`` the whole volume is predicted and the output appears when complete. With
     ``shard=(i, n)`` only that shard's chunks are written into the work store; `gather_prediction`
     then publishes the output. Either way a re-run after a kill continues with the missing chunks.
+    Several checkpoints predict as an `Ensemble`: the mean of their probabilities.
     """
     device = resolve_device(options.device)
-    model, normalization = load_model(model_path, device=device)
+    paths = [model_path] if isinstance(model_path, str | os.PathLike) else list(model_path)
+    model, normalization = load_models(paths, device=device)
     predictor = TilePredictor(
         model,
         normalization=normalization,
