@@ -158,3 +158,22 @@ def test_volume_sheet_with_duplicate_names_is_refused(tmp_path):
     result = run_snakemake(workdir, "-n")
     assert result.returncode != 0
     assert "volume names must be unique" in result.stdout + result.stderr
+
+
+def test_ensemble_members_train_with_their_own_seeds_and_predict_together(tmp_path):
+    from unet_core.checkpoint import load_checkpoint
+    from unet_core.predict import PredictOptions, predict_file
+
+    workdir = make_workdir(tmp_path, {**TINY, "ensemble": 2, "volumes": ""}, "name\tpath\n")
+    target = "results/tiny/pred/heldout.ome.zarr"
+    result = run_snakemake(workdir, target)
+    assert result.returncode == 0, result.stderr[-4000:]
+    models = [workdir / "results/tiny/model/best.pt", workdir / "results/tiny/model/member1/best.pt"]
+    assert [load_checkpoint(m)["train_config"]["seed"] for m in models] == [0, 1]
+    expected = tmp_path / "expected.ome.zarr"
+    options = PredictOptions(block_shape=(1, 48, 48))
+    predict_file(models, workdir / "results/tiny/data.ome.zarr", expected, options=options)
+    assert np.array_equal(io.read_volume(workdir / target), io.read_volume(expected))
+    alone = tmp_path / "alone.ome.zarr"
+    predict_file(models[0], workdir / "results/tiny/data.ome.zarr", alone, options=options)
+    assert not np.array_equal(io.read_volume(workdir / target), io.read_volume(alone))

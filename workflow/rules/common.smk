@@ -39,12 +39,13 @@ VOLUMES = read_volumes(config.get("volumes", ""))
 wildcard_constraints:
     volume="[A-Za-z0-9_.-]+",
     shard="[0-9]+",
+    member="[1-9][0-9]*",
 
 
-def cli_args(section):
-    """Config section -> '--key value' flags of the matching unet-core subcommand, shell-quoted."""
+def cli_args(section, **overrides):
+    """Config section (with ``overrides``) -> '--key value' flags of its unet-core subcommand, shell-quoted."""
     args = []
-    for key, value in config.get(section, {}).items():
+    for key, value in (config.get(section, {}) | overrides).items():
         name = key.replace("_", "-")
         if isinstance(value, bool):
             args.append(f"--{name}" if value else f"--no-{name}")
@@ -53,6 +54,17 @@ def cli_args(section):
         else:
             args += [f"--{name}", str(value)]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def get_models():
+    """best.pt of every ensemble member: member 0 in model/, member k in model/member<k>/."""
+    members = range(1, config["ensemble"])
+    return [f"{RESULTS}/model/best.pt"] + [f"{RESULTS}/model/member{k}/best.pt" for k in members]
+
+
+def get_member_train_args(wildcards):
+    """Member k trains exactly as member 0 but with seed + k."""
+    return cli_args("train", seed=config["train"].get("seed", 0) + int(wildcards.member))
 
 
 def get_volume_path(wildcards):

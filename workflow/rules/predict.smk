@@ -6,7 +6,7 @@ SHARDS = config["predict_shards"]
 
 rule predict_shard:
     input:
-        model=f"{RESULTS}/model/best.pt",
+        model=get_models(),
         volume=get_volume_file,
     output:
         flag=touch(f"{RESULTS}/pred/.shards/{{volume}}/{{shard}}-of-{SHARDS}.done"),
@@ -34,7 +34,7 @@ rule predict_shard:
 rule predict:
     input:
         shards=expand(f"{RESULTS}/pred/.shards/{{{{volume}}}}/{{shard}}-of-{SHARDS}.done", shard=range(SHARDS)),
-        model=f"{RESULTS}/model/best.pt",
+        model=get_models(),
         volume=get_volume_file,
     output:
         prob=directory(f"{RESULTS}/pred/{{volume}}.ome.zarr"),
