@@ -82,13 +82,14 @@ def load_models(
     loaded = [load_model(path, device=device) for path in paths]
     if len(loaded) == 1:
         return loaded[0]
+    files = ", ".join(map(str, paths))
     normalizations = {normalization for _, normalization in loaded}
     if len(normalizations) > 1:
         raise CheckpointError(
-            f"{', '.join(map(str, paths))}: the checkpoints normalise their input differently "
-            f"{sorted(normalizations)}; ensemble only models trained on the same data"
+            f"{files}: the checkpoints normalise their input differently {sorted(normalizations)}; "
+            "ensemble only models trained on the same data"
         )
     try:
         return Ensemble([model for model, _ in loaded]).to(device), loaded[0][1]
     except ValueError as err:
-        raise CheckpointError(f"{', '.join(map(str, paths))}: {err}") from err
+        raise CheckpointError(f"{files}: {err}") from err

@@ -32,7 +32,7 @@ class UNetConfig:
     in_channels: int = 1
     n_classes: int = 2
     dropout: float = 0.5
-    norm: str = "none"  # the paper has none; "batch" or "group" after each convolution train faster
+    norm: str = "none"  # the paper has none; "batch" or "group" normalise after each convolution
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:

@@ -312,8 +312,7 @@ def predict_blocks(
         pending: list[Future] = []
         bar = tqdm(total=len(blocks), unit="chunk", mininterval=2.0, desc="predict")
         # a damaged input raises its own VolumeError naming the file
-        for block, data in _prefetched(readers, source, blocks, predictor.depth, prefetch, name):
-            _, crop = network_input(block.write_roi, predictor.depth)
+        for block, data, crop in _prefetched(readers, source, blocks, predictor.depth, prefetch, name):
             try:
                 out = predictor.block(data, crop, str(target.dtype))
             except Exception as err:
@@ -330,12 +329,14 @@ def predict_blocks(
 
 def _prefetched(
     pool: ThreadPoolExecutor, source: Any, blocks: list[Block], depth: int, ahead: int, name: str
-) -> Iterator[tuple[Block, np.ndarray]]:
-    """Each block with its input tile, read on ``pool`` ``ahead`` blocks before it is needed."""
+) -> Iterator[tuple[Block, np.ndarray, tuple[slice, ...]]]:
+    """Each block with its input tile and the crop of the tile's output that is the block, read on
+    ``pool`` ``ahead`` blocks before it is needed."""
 
-    def read(block: Block) -> tuple[Block, np.ndarray]:
+    def read(block: Block) -> tuple[Block, np.ndarray, tuple[slice, ...]]:
+        roi, crop = network_input(block.write_roi, depth)
         try:
-            data = read_mirrored(source, network_input(block.write_roi, depth)[0])
+            data = read_mirrored(source, roi)
         except Exception as err:
             raise io.VolumeError(
                 f"{name}: cannot read chunk {block.grid_index} ({type(err).__name__}: {err}); the file is "
@@ -345,7 +346,7 @@ def _prefetched(
             raise io.VolumeError(
                 f"{name}: chunk {block.grid_index} contains NaN or inf; fix the input volume"
             )
-        return block, data
+        return block, data, crop
 
     return in_order(pool, read, blocks, ahead + 1)  # ahead + 1 in flight: ``ahead`` beyond the current
 
