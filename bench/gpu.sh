@@ -112,10 +112,10 @@ elif [ "$stage" = preset ]; then
   # config/isbi2012.yaml's train section as flags, as the workflow passes it (SMOKE: a tiny run instead).
   read -ra train_options < <(python3 -c "
 import yaml
+from unet_core.cli import config_flags
 train = yaml.safe_load(open('config/isbi2012.yaml'))['train']
 if $smoke: train.update(depth=2, width=8, tile_size=124, iterations=20, val_every=10, num_workers=1)
-print(' '.join(f'--{k.replace(\"_\", \"-\")}' if v is True else f'--no-{k.replace(\"_\", \"-\")}' if v is False
-               else f'--{k.replace(\"_\", \"-\")} {v}' for k, v in train.items()))")
+print(' '.join(config_flags(train)))")
   log "train ${train_options[*]}"
   run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
     --train-slices 0 16 --val-slices 16 20 --test-slices 20 20 --voxel-size 50 4 4 --unit nanometer \

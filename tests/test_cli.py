@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from unet_core.cli import main
+from unet_core.cli import _dataclass_from_args, build_parser, config_flags, main
 
 
 def test_help_lists_every_stage(capsys):
@@ -17,6 +17,22 @@ def test_options_come_from_the_config_dataclasses(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--tile-size" in out and "--augment, --no-augment" in out
+
+
+def test_config_sections_become_the_options_that_parse_back_to_them():
+    from unet_core.predict import PredictOptions
+    from unet_core.train import TrainConfig
+
+    train = {"tile_size": 188, "augment": False, "lr": 0.002, "norm": "batch", "aug_gamma": 0.0}
+    flags = config_flags(train)
+    assert flags[:3] == ["--tile-size", "188", "--no-augment"]
+    args = build_parser().parse_args(["train", "data", "out", *flags])
+    assert _dataclass_from_args(TrainConfig, args) == TrainConfig(**train)
+    predict = {"block_shape": [1, 256, 256], "tta": True, "output_dtype": "float16"}
+    args = build_parser().parse_args(["predict", "a.pt", "in", "out", *config_flags(predict)])
+    assert _dataclass_from_args(PredictOptions, args) == PredictOptions(
+        **predict | {"block_shape": (1, 256, 256)}
+    )
 
 
 def test_user_error_is_one_line_and_exit_code_2(tmp_path):

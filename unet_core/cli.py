@@ -16,8 +16,6 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger("unet_core")
 
 
@@ -38,6 +36,21 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(flag, type=hint, default=default)
 
 
+def config_flags(options: dict) -> list[str]:
+    """A config section as options of its subcommand, the inverse of `_add_dataclass_options`:
+    ``tile_size: 188`` -> ``--tile-size 188``, ``tta: false`` -> ``--no-tta``, a list -> its values."""
+    flags = []
+    for key, value in options.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        elif isinstance(value, list | tuple):
+            flags += [f"--{name}", *map(str, value)]
+        else:
+            flags += [f"--{name}", str(value)]
+    return flags
+
+
 def _dataclass_from_args(cls: type, args: argparse.Namespace):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
@@ -45,6 +58,8 @@ def _dataclass_from_args(cls: type, args: argparse.Namespace):
 
 def _set_threads(threads: int | None) -> None:
     if threads:
+        import torch  # here: the workflow imports this module for `config_flags`, and torch is slow to load
+
         torch.set_num_threads(threads)
 
 

@@ -6,6 +6,7 @@ from io import StringIO
 import pandas as pd
 from snakemake.utils import validate
 
+from unet_core.cli import config_flags
 from unet_core.paths import volume_file
 
 
@@ -44,16 +45,7 @@ wildcard_constraints:
 
 def cli_args(section, **overrides):
     """Config section (with ``overrides``) -> '--key value' flags of its unet-core subcommand, shell-quoted."""
-    args = []
-    for key, value in (config.get(section, {}) | overrides).items():
-        name = key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(f"--{name}" if value else f"--no-{name}")
-        elif isinstance(value, list):
-            args += [f"--{name}", *map(str, value)]
-        else:
-            args += [f"--{name}", str(value)]
-    return " ".join(shlex.quote(a) for a in args)
+    return " ".join(shlex.quote(a) for a in config_flags(config.get(section, {}) | overrides))
 
 
 def get_models():
