@@ -13,6 +13,7 @@ Both use the same model, tile size and batch, measured one after the other in th
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -58,9 +59,10 @@ def main() -> None:
         trainer = Trainer(store, Path(tmp) / "model", cfg)
         trainer.model.train()
         with flushed_denormals():  # as in Trainer.fit
-            full = timed_steps(trainer, trainer.batches(), args.steps)  # the training loop's own batches
-            premade = [next(trainer.batches())] * (args.steps + 1)
-            bare = timed_steps(trainer, premade, args.steps)
+            batches = trainer.batches()  # the training loop's own batches
+            first = next(batches)  # also the pre-made batch of the bare steps (no second loader)
+            full = timed_steps(trainer, itertools.chain([first], batches), args.steps)
+            bare = timed_steps(trainer, [first] * (args.steps + 1), args.steps)
     device = torch.cuda.get_device_name() if trainer.device.type == "cuda" else f"CPU, {args.threads} threads"
     tiles = args.steps * args.batch
     print(f"device: {device}; depth {args.depth}, width {args.width}, tile {args.tile}, batch {args.batch}")
