@@ -62,6 +62,7 @@ def main() -> None:
             batches = trainer.batches()  # the training loop's own batches
             first = next(batches)  # also the pre-made batch of the bare steps (no second loader)
             full = timed_steps(trainer, itertools.chain([first], batches), args.steps)
+            batches.close()  # stops the loader workers: they would take CPU from the bare steps
             bare = timed_steps(trainer, [first] * (args.steps + 1), args.steps)
     device = torch.cuda.get_device_name() if trainer.device.type == "cuda" else f"CPU, {args.threads} threads"
     tiles = args.steps * args.batch
