@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model
-from unet_core.train import TrainConfig, Trainer, flushed_denormals, weighted_cross_entropy
+from unet_core.predict import TilePredictor
+from unet_core.train import TrainConfig, Trainer, WeightAverage, flushed_denormals, weighted_cross_entropy
 
 TINY = dict(depth=2, width=4, tile_size=84, iterations=4, val_every=2, optimizer="sgd", lr=0.01, seed=5)
 
@@ -31,8 +32,9 @@ def test_training_writes_checkpoints_and_log(tiny_store, tmp_path):
     assert model.config.depth == 2 and normalization[1] > normalization[0]
 
 
-def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monkeypatch):
-    cfg = TrainConfig(**TINY)
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monkeypatch, ema):
+    cfg = TrainConfig(**TINY, ema=ema)
     Trainer(tiny_store, tmp_path / "straight", cfg).fit()
 
     original = Trainer._checkpoint
@@ -51,11 +53,46 @@ def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monke
 
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
-    for key, tensor in straight["model_state"].items():
-        assert torch.equal(tensor, resumed["model_state"][key]), key
+    for states in ("model_state", "train_model_state") if ema else ("model_state",):
+        for key, tensor in straight[states].items():
+            assert torch.equal(tensor, resumed[states][key]), (states, key)
     assert straight["best_metric"] == resumed["best_metric"]
     assert pd.read_csv(tmp_path / "resumed" / "train_log.csv")["iteration"].tolist() == [2, 4]
     assert not (tmp_path / "resumed" / ".work").exists()
+
+
+def test_weight_average_warms_up_then_decays_and_copies_step_counts():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    average = WeightAverage(model, decay=0.5)
+    start = model[0].weight.detach().clone()
+    expected = start.clone()
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        model(torch.randn(4, 2))  # BatchNorm counts a step
+        average.update()
+        decay = min(0.5, (1 + step) / (10 + step))  # 2/11, 3/12, then 0.5
+        expected = decay * expected + (1 - decay) * model[0].weight.detach()
+        assert torch.allclose(average.module[0].weight, expected), step
+    assert average.module[1].num_batches_tracked.item() == 3
+    assert not average.module.training and not average.module[0].weight.requires_grad
+
+
+def test_averaged_weights_are_validated_and_saved_for_prediction(tiny_store, tmp_path, monkeypatch):
+    validated = []
+    monkeypatch.setattr(
+        "unet_core.train.TilePredictor",
+        lambda model, **kw: validated.append(model) or TilePredictor(model, **kw),
+    )
+    trainer = Trainer(tiny_store, tmp_path, TrainConfig(**TINY, ema=0.9))
+    trainer.fit()
+    assert validated == [trainer.average.module] * 2 and validated[0] is not trainer.model
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["average_updates"] == TINY["iterations"]
+    for key, tensor in trainer.average.module.state_dict().items():
+        assert torch.equal(last["model_state"][key], tensor), key  # what predict loads
+        assert torch.equal(last["train_model_state"][key], trainer.model.state_dict()[key]), key
+    assert any(not torch.equal(v, last["train_model_state"][k]) for k, v in last["model_state"].items())
 
 
 def test_changed_configuration_starts_afresh(tiny_store, tmp_path):
@@ -82,6 +119,7 @@ def test_changed_data_starts_afresh(tiny_store, tmp_path):
         ({"optimizer": "lbfgs"}, "train.optimizer must be one of"),
         ({"iterations": 0}, "train.iterations must be >= 1"),
         ({"num_workers": -2}, "train.num_workers must be >= 0, or -1 for automatic"),
+        ({"ema": 1.0}, r"train.ema must be in \[0, 1\)"),
     ],
 )
 def test_bad_training_options_are_refused(change, match):

@@ -9,6 +9,7 @@ weights as an uninterrupted run (CPU, same seed).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -73,6 +74,8 @@ class TrainConfig:
     width: int = 64
     dropout: float = 0.5
     norm: str = "none"
+    # Decay of the moving average of the weights that is validated and saved as best.pt; 0: none (the paper).
+    ema: float = 0.0
     # Augmentation strengths (`AugmentConfig`), used when ``augment`` is on.
     aug_flip_rotate: bool = AugmentConfig.flip_rotate
     aug_elastic_sigma: float = AugmentConfig.elastic_sigma
@@ -108,6 +111,8 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"train.ema must be in [0, 1) (0: no weight average), got {self.ema}")
         output_size(self.tile_size, self.model.depth)  # raises with the nearest valid size
         self.augmentation  # noqa: B018 - raises on an invalid strength
 
@@ -151,6 +156,36 @@ def flushed_denormals() -> Iterator[None]:
         torch.set_flush_denormal(was_on)
 
 
+class WeightAverage:
+    """Exponential moving average of a network's weights, the network that is validated and saved as best.pt.
+
+    Along an ISBI run on an H200 the validation Rand error of consecutive checkpoints jumped between 0.10
+    and 0.18: averaged weights change less from one checkpoint to the next, so the best one depends less on
+    the step it happened to be taken at. The decay warms up as (1 + n) / (10 + n) so that early averages
+    are not dominated by the random initialisation. Integer buffers (BatchNorm's step count) are copied."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+        # The source tensors are updated in place by the optimiser and by load_state_dict: pair them once.
+        pairs = list(zip(_tensors(self.module), _tensors(model), strict=True))
+        self._averaged = [a for a, _ in pairs if a.is_floating_point()]
+        self._current = [c for a, c in pairs if a.is_floating_point()]
+        self._copied = [(a, c) for a, c in pairs if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self._averaged, self._current, 1 - decay)
+        for averaged, current in self._copied:
+            averaged.copy_(current)
+
+
+def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [*model.parameters(), *model.buffers()]
+
+
 class Trainer:
     """Fits a U-Net on a prepared store, validating on its ``val`` slices."""
 
@@ -186,6 +221,7 @@ class Trainer:
         self.network = torch.compile(self.model) if cfg.compile else self.model  # shares the parameters
         self.optimizer = _optimizer(cfg, self.model.parameters())
         self.scheduler = _schedule(cfg, self.optimizer)
+        self.average = WeightAverage(self.model, cfg.ema) if cfg.ema > 0 else None
         use_bf16 = cfg.bf16 and self.device.type == "cuda"
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
         self.iteration, self.best, self.best_iteration, self.log_rows = 0, math.inf, 0, []
@@ -201,13 +237,24 @@ class Trainer:
             return 0
         return max(0, min(8, usable_cpus() - 2))
 
+    @property
+    def validated_model(self) -> UNet:
+        """The network that is validated and saved as ``model_state``: the weight average, if any."""
+        return self.average.module if self.average else self.model
+
     # -- checkpoints -------------------------------------------------------------------------------
     def state(self) -> dict:
+        averaging = (
+            {"train_model_state": self.model.state_dict(), "average_updates": self.average.updates}
+            if self.average
+            else {}
+        )
         return {
             "model_config": self.cfg.model.to_dict(),
             "train_config": self.cfg.to_dict(),
             "data_sha256": self.data_sha256,
-            "model_state": self.model.state_dict(),
+            "model_state": self.validated_model.state_dict(),  # what predict loads
+            **averaging,
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(),
             "normalization": list(self.normalization),
@@ -227,7 +274,10 @@ class Trainer:
         if state["train_config"] != self.cfg.to_dict() or state["data_sha256"] != self.data_sha256:
             log.warning("%s was trained with another configuration or data: starting afresh", path)
             return False
-        self.model.load_state_dict(state["model_state"])
+        self.model.load_state_dict(state.get("train_model_state", state["model_state"]))
+        if self.average:
+            self.average.module.load_state_dict(state["model_state"])
+            self.average.updates = state["average_updates"]
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
         self.iteration, self.best = state["iteration"], state["best_metric"]
@@ -240,16 +290,17 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        self.model.eval()
+        model = self.validated_model
+        model.eval()
         predictor = TilePredictor(
-            self.model,
+            model,
             normalization=self.normalization,
             device=self.device,
             bf16=self.cfg.bf16,
             channels_last=self.cfg.channels_last,
         )
         prob = predict_array(predictor, self.val_raw)
-        self.model.train()
+        self.model.train()  # the weight average stays in eval mode
         pixel, _ = metrics.pixel_error(prob, self.val_labels)
         rand, _ = metrics.rand_error(prob, self.val_labels)
         return {"val_pixel_error": float(pixel), "val_rand_error": float(rand)}
@@ -270,6 +321,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.average:
+            self.average.update()
         return loss.detach()
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
