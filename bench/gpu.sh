@@ -6,7 +6,8 @@
 #                                 # three seeds), then TTA prediction + evaluation of slices 16-19 (the
 #                                 # validation split), each and the mean of the Adam runs (a seed ensemble)
 #   bash bench/gpu.sh preset OUT  # bench/train.py at batch 1, then config/isbi2012.yaml's training as is
-#                                 # on slices 0-15, TTA prediction + evaluation of slices 16-19
+#                                 # on slices 0-15, TTA prediction + evaluation of slices 16-19; with
+#                                 # SEEDS=N, N seeds side by side and also their ensemble (`ensemble: N`)
 #   bash bench/gpu.sh bench OUT   # bench/train.py (batch 1 and 8) and bench/predict.py (eager, compiled)
 #
 # TRAIN_SECONDS (default 240) is the wall time the trainings share; their iteration counts are sized
@@ -108,6 +109,7 @@ PY
   done
   tar czf "$out/runs.tgz" -C "$out" --remove-files $(cd "$out" && ls train_* predict_*)  # few files come back
 elif [ "$stage" = preset ]; then
+  seeds=${SEEDS:-1}
   log "bench/train.py, batch 1 (the paper's setup)"
   python3 bench/train.py "${bench_net[@]}" --batch 1 --steps 200 --workers "$workers" --threads 2
   # config/isbi2012.yaml's train section as flags, as the workflow passes it (SMOKE: a tiny run instead).
@@ -116,21 +118,41 @@ import yaml
 from unet_core.cli import config_flags
 train = yaml.safe_load(open('config/isbi2012.yaml'))['train']
 if $smoke: train.update(depth=2, width=8, tile_size=124, iterations=20, val_every=10, num_workers=1)
+if $seeds > 1: train.update(num_workers=max(1, train['num_workers'] // $seeds))  # the CPUs are shared
 print(' '.join(config_flags(train)))")
   log "train ${train_options[*]}"
   run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
     --train-slices 0 16 --val-slices 16 20 --test-slices 20 20 --voxel-size 50 4 4 --unit nanometer \
     --w0 10 --sigma 5 "$work/isbi.ome.zarr" >/dev/null 2>&1 || exit 1
+  # SEEDS > 1: the members of `ensemble: SEEDS` (seeds seed, seed + 1, ...), side by side on the GPU.
   start=$(date +%s)
-  run train "${train_options[@]}" --threads 2 "$work/isbi.ome.zarr" "$work/model" >"$out/train.log" 2>&1
-  log "training done in $(($(date +%s) - start)) s"
-  tail -c 600 "$out/train.log"
-  cp "$work/model/train_log.csv" "$out/train_log.csv"
-  run predict --tta "$work/model/best.pt" "$work/isbi.ome.zarr" "$work/pred.ome.zarr" 2>&1 | tail -n 1
-  run evaluate --slices held-out --out "$work/m/metrics.csv" "$work/pred.ome.zarr" "$work/isbi.ome.zarr" \
-    >/dev/null 2>&1
-  tee "$out/metrics.csv" <"$work/m/metrics.csv" | grep -E "^unet,.*(_error,|n_split|n_merge|vrand|vinfo)"
-  awk -F, '$NF == "unet" {printf "rand@%s %.4f  ", $1, $4} END {print ""}' "$work/m/metrics_per_threshold.csv"
+  base_seed=$(python3 -c "import yaml; print(yaml.safe_load(open('config/isbi2012.yaml'))['train'].get('seed', 0))")
+  members=()
+  for ((k = 0; k < seeds; k++)); do
+    run train "${train_options[@]}" --seed "$((base_seed + k))" --threads 2 "$work/isbi.ome.zarr" \
+      "$work/model$k" >"$out/train$k.log" 2>&1 &
+    members+=("$work/model$k/best.pt")
+  done
+  wait
+  log "$seeds training(s) done in $(($(date +%s) - start)) s (wall, side by side)"
+  evaluate() {  # name, checkpoints...
+    local name=$1
+    shift
+    run predict --tta "$@" "$work/isbi.ome.zarr" "$work/pred_$name.ome.zarr" 2>&1 | tail -n 1
+    run evaluate --slices held-out --out "$work/m_$name/metrics.csv" "$work/pred_$name.ome.zarr" \
+      "$work/isbi.ome.zarr" >/dev/null 2>&1
+    echo "== $name, TTA, validation slices 16-19" | tee -a "$out/metrics.csv"
+    tee -a "$out/metrics.csv" <"$work/m_$name/metrics.csv" | grep -E "^unet,.*(_error,|n_split|n_merge|vrand|vinfo)"
+    awk -F, '$NF == "unet" {printf "rand@%s %.4f  ", $1, $4} END {print ""}' \
+      "$work/m_$name/metrics_per_threshold.csv"
+  }
+  for ((k = 0; k < seeds; k++)); do
+    tail -c 400 "$out/train$k.log"
+    cp "$work/model$k/train_log.csv" "$out/train_log$k.csv"
+    evaluate "seed$((base_seed + k))" "${members[k]}"
+  done
+  [ "$seeds" -gt 1 ] && evaluate ensemble "${members[@]}"
+  tar czf "$out/runs.tgz" -C "$out" --remove-files $(cd "$out" && ls train*)  # few files come back
 else
   for batch in 1 8; do
     log "bench/train.py, batch $batch"
