@@ -111,7 +111,7 @@ PY
 elif [ "$stage" = preset ]; then
   seeds=${SEEDS:-1}
   log "bench/train.py, batch 1 (the paper's setup)"
-  python3 bench/train.py "${bench_net[@]}" --batch 1 --steps 200 --workers "$workers" --threads 2
+  python3 bench/train.py "${bench_net[@]}" --batch 1 --steps 200 --workers "$workers" --threads 2 --contended
   # config/isbi2012.yaml's train section as flags, as the workflow passes it (SMOKE: a tiny run instead).
   read -ra train_options < <(python3 -c "
 import yaml
@@ -156,7 +156,7 @@ print(' '.join(config_flags(train)))")
 else
   for batch in 1 8; do
     log "bench/train.py, batch $batch"
-    python3 bench/train.py "${bench_net[@]}" --batch "$batch" --steps 40 --workers "$workers" --threads 2
+    python3 bench/train.py "${bench_net[@]}" --batch "$batch" --steps 40 --workers "$workers" --threads 2 --contended
   done
   log "bench/predict.py, eager"
   python3 bench/predict.py "${predict_bench[@]}" --threads 4

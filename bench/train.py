@@ -4,7 +4,10 @@ Both use the same model, tile size and batch, measured one after the other in th
 - bare step: forward, weighted loss, backward, optimiser step on tensors made beforehand;
 - full loop: tiles sampled from a prepared store, augmented (elastic, rotation, flips, gray values) in
   the loader (worker processes with --workers > 0) and delivered by `Trainer.batches` exactly as
-  `Trainer.fit` gets them, then the same step.
+  `Trainer.fit` gets them, then the same step;
+- with --contended: the bare step again while --workers processes augment tiles without pause (the loader
+  workers' CPU load without their data), which tells a host slowed by busy CPUs (shared cores, memory
+  bandwidth) from the cost of moving tiles between processes when the full loop falls short.
 
     python bench/train.py                      # CPU: depth 3, width 16, 188 tiles
     python bench/train.py --depth 4 --width 64 --tile 572 --workers 8   # the paper's setup (GPU)
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +42,28 @@ def timed_steps(trainer: Trainer, batches, n: int) -> float:
     return time.perf_counter() - start
 
 
+def _augment_until(stop, dataset) -> None:
+    k = 0
+    while not stop.is_set():
+        dataset[k % len(dataset)]
+        k += 1
+
+
+def timed_contended_steps(trainer: Trainer, batches, n: int, processes: int) -> float:
+    """`timed_steps` while ``processes`` forked processes augment the trainer's tiles without pause."""
+    context = multiprocessing.get_context("fork")  # as the loader's workers: they never touch the GPU
+    stop = context.Event()
+    busy = [context.Process(target=_augment_until, args=(stop, trainer.dataset)) for _ in range(processes)]
+    for process in busy:
+        process.start()
+    try:
+        return timed_steps(trainer, batches, n)
+    finally:
+        stop.set()
+        for process in busy:
+            process.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=3)
@@ -47,6 +73,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contended", action="store_true", help="also the bare step beside busy workers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,12 +91,22 @@ def main() -> None:
             full = timed_steps(trainer, itertools.chain([first], batches), args.steps)
             batches.close()  # stops the loader workers: they would take CPU from the bare steps
             bare = timed_steps(trainer, [first] * (args.steps + 1), args.steps)
+            if args.contended:
+                contended = timed_contended_steps(
+                    trainer, [first] * (args.steps + 1), args.steps, args.workers
+                )
     device = torch.cuda.get_device_name() if trainer.device.type == "cuda" else f"CPU, {args.threads} threads"
     tiles = args.steps * args.batch
     print(f"device: {device}; depth {args.depth}, width {args.width}, tile {args.tile}, batch {args.batch}")
     print(f"bare step on pre-made tensors : {tiles / bare:8.2f} tiles/s")
     print(f"full loop (load + augment)    : {tiles / full:8.2f} tiles/s  ({args.workers} loader workers)")
     print(f"ratio full / bare             : {bare / full:8.3f}   (target >= 0.9)")
+    if args.contended:
+        busy = f"{args.workers} processes augmenting"
+        print(f"bare step, CPUs busy          : {tiles / contended:8.2f} tiles/s  ({busy})")
+        print(
+            f"ratio busy / bare             : {bare / contended:8.3f}   (1: the load does not slow the host)"
+        )
 
 
 if __name__ == "__main__":
