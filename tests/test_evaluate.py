@@ -49,3 +49,52 @@ def test_shape_mismatch_and_bad_slices_are_refused(tmp_path):
 
 def test_uint8_probabilities_are_scaled():
     assert as_probability(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
+
+
+def _column_membrane(tmp_path, n_slices=2):
+    labels = np.full((n_slices, 20, 20), 255, np.uint8)
+    labels[:, :, 10] = 0
+    tifffile.imwrite(tmp_path / "gt.tif", labels, photometric="minisblack")
+    io.write_image(tmp_path / "p.ome.zarr", labels.astype(np.float32) / 255)
+    return labels
+
+
+def test_segmentation_is_scored_as_the_binary_map_of_its_cells(tmp_path):
+    labels = _column_membrane(tmp_path)
+    seg = np.ones(labels.shape, np.int32)  # a watershed's two cells, touching where the membrane was
+    seg[:, :, 10:] = 2
+    seg[1, 0, 0] = 0  # a boundary pixel of its own
+    io.write_image(tmp_path / "seg.ome.zarr", seg)
+    cells = (seg > 0).astype(np.float32)
+    cells[:, :, 9] = 0  # what the metrics must see: a 1-px line where the two cells touch
+    io.write_image(tmp_path / "cells.ome.zarr", cells)
+    out = tmp_path / "eval" / "metrics.csv"
+    summary = evaluate_files(
+        tmp_path / "p.ome.zarr",
+        tmp_path / "gt.tif",
+        out,
+        slices="all",
+        segmentation=tmp_path / "seg.ome.zarr",
+    )
+    by_hand = evaluate_files(
+        tmp_path / "cells.ome.zarr", tmp_path / "gt.tif", tmp_path / "b.csv", slices="all"
+    )
+    scored = summary[summary["method"] == "segmentation"].set_index("metric")["value"]
+    expected = by_hand.set_index("metric")["value"]
+    assert list(dict.fromkeys(summary["method"])) == ["unet", "segmentation"]
+    assert 0 < scored["rand_error"] < 0.2  # the cells stay apart; as one merged cell: 0.33
+    pd.testing.assert_series_equal(scored, expected)
+    per_threshold = pd.read_csv(out.with_name("metrics_per_threshold.csv"))
+    assert per_threshold[per_threshold["method"] == "segmentation"]["threshold"].tolist() == [0.5]
+
+
+def test_a_segmentation_of_another_volume_is_refused(tmp_path):
+    _column_membrane(tmp_path)
+    io.write_image(tmp_path / "seg.ome.zarr", np.ones((2, 20, 19), np.int32))
+    io.write_image(tmp_path / "float.ome.zarr", np.ones((2, 20, 20), np.float32))
+    for name in ("seg.ome.zarr", "float.ome.zarr"):
+        with pytest.raises(io.VolumeError, match=f"{name}: .*segment the same prediction again"):
+            evaluate_files(
+                tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "m.csv", segmentation=tmp_path / name
+            )
+    assert not (tmp_path / "m.csv").exists()

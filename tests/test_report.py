@@ -95,7 +95,7 @@ def run(tmp_path_factory):
     io.write_image(pred, np.round(prob * 255).astype(np.uint8), chunks=(1, 48, 48))
     segment_file(pred, seg)
     metrics = base / "eval" / "metrics.csv"
-    evaluate_files(pred, store, metrics, n_workers=1)
+    evaluate_files(pred, store, metrics, segmentation=seg, n_workers=1)
     extra_pred, extra_seg = base / "pred" / "extra.ome.zarr", base / "seg" / "extra.ome.zarr"
     extra = np.random.default_rng(1).integers(0, 256, (3, 20, 30)).astype(np.uint8)
     io.write_image(extra_pred, extra, chunks=(1, 20, 30), voxel_size=(50.0, 4.0, 4.0), unit="nanometer")
@@ -138,7 +138,7 @@ def test_metrics_csv_puts_evaluate_numbers_beside_the_paper_table(run):
     evaluated = pd.read_csv(run.metrics)
     table = pd.read_csv(run.out / "metrics.csv")
     ours = table[table["source"].str.startswith("this run")]
-    assert list(ours["method"]) == ["unet", "intensity_threshold"]
+    assert list(ours["method"]) == ["unet", "segmentation", "intensity_threshold"]
     for _, row in ours.iterrows():
         for metric in ("warping_error", "rand_error", "pixel_error", "pixel_error_at_0.5", "n_split"):
             source = evaluated[(evaluated["method"] == row["method"]) & (evaluated["metric"] == metric)].iloc[

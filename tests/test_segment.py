@@ -25,6 +25,25 @@ def test_watershed_keeps_cells_apart_across_a_faint_gap():
     assert labels.max() == 2 and labels[4, 10] in (1, 2)
 
 
+def test_cell_map_keeps_touching_watershed_cells_apart_with_thin_lines():
+    rng = np.random.default_rng(0)
+    prob = ndimage.gaussian_filter(rng.random((2, 64, 64)), (0, 3, 3))
+    prob = (prob - prob.min()) / np.ptp(prob)
+    labels = np.stack([segment_slice(p, method="watershed", threshold=0.0, seed_threshold=0.7) for p in prob])
+    assert labels.max() > 4 and (labels[:, 1:-1, 1:-1] > 0).mean() > 0.99  # cells touch: no boundary
+    cells = segment.cell_map(labels)
+    for z in range(2):
+        components, n = ndimage.label(cells[z])  # 4-connected, as the ISBI metrics read cells
+        pairs = {(c, label) for c, label in zip(components[cells[z]], labels[z][cells[z]], strict=True)}
+        assert len(pairs) == n  # each component lies inside one cell
+    lines = (labels > 0) & ~cells
+    right, below = np.zeros_like(lines), np.zeros_like(lines)  # lines only where a cell meets another
+    right[:, :, :-1] = labels[:, :, 1:] != labels[:, :, :-1]
+    below[:, :-1] = labels[:, 1:] != labels[:, :-1]
+    assert 0 < lines.mean() < 0.1 and (right | below)[lines].all()
+    assert (segment.cell_map(labels[0]) == cells[0]).all()  # a single slice reads the same
+
+
 def test_min_size_drops_specks():
     prob = np.zeros((10, 10))
     prob[0, 0] = 1.0

@@ -18,14 +18,17 @@ def test_weighted_cross_entropy_by_hand():
     assert weighted_cross_entropy(logits, target, weight).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_training_writes_checkpoints_and_log(tiny_store, tmp_path):
-    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
+@pytest.mark.parametrize("select", ["rand_error", "segmented_rand_error"])
+def test_training_writes_checkpoints_and_log(tiny_store, tmp_path, select):
+    Trainer(tiny_store, tmp_path, TrainConfig(**TINY, select_metric=select)).fit()
     log = pd.read_csv(tmp_path / "train_log.csv")
     assert log["iteration"].tolist() == [2, 4]
-    assert {"loss", "lr", "val_pixel_error", "val_rand_error", "tiles_per_s"} <= set(log.columns)
+    validation = {"val_pixel_error", "val_rand_error", "val_segmented_rand_error"}
+    assert {"loss", "lr", "tiles_per_s"} | validation <= set(log.columns)
+    assert log[sorted(validation)].apply(lambda c: c.between(0, 1)).all().all()
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["iteration"] == 4
-    assert last["best_metric"] == pytest.approx(log["val_rand_error"].min())
+    assert last["best_metric"] == pytest.approx(log[f"val_{select}"].min())
     for picture in ("augmentation.png", "training_curves.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model, normalization = load_model(tmp_path / "best.pt")

@@ -81,7 +81,7 @@ def test_whole_dag_writes_every_output(finished_run):
     assert io.open_volume(results / "pred" / "extra.ome.zarr").shape == (2, 50, 70)
     assert {"best.pt", "last.pt", "train_log.csv"} <= {p.name for p in (results / "model").iterdir()}
     metrics = pd.read_csv(results / "eval" / "metrics.csv")
-    assert set(metrics["method"]) == {"unet", "intensity_threshold"}
+    assert set(metrics["method"]) == {"unet", "segmentation", "intensity_threshold"}
     assert {"pixel_error", "rand_error"} <= set(metrics["metric"])
     errors = metrics[metrics["metric"].str.contains("error")]
     assert len(errors) >= 8 and errors["value"].between(0, 1).all()
@@ -101,7 +101,7 @@ def check_report_folder(report: Path, metrics: pd.DataFrame) -> None:
     }
     assert (report / "index.html").read_text().count('src="data:image/png;base64,') == len(figures)
     table = pd.read_csv(report / "metrics.csv").set_index("method")
-    for method in ("unet", "intensity_threshold"):
+    for method in ("unet", "segmentation", "intensity_threshold"):
         for metric in ("warping_error", "rand_error", "pixel_error"):
             row = metrics[(metrics["method"] == method) & (metrics["metric"] == metric)].iloc[0]
             assert table.loc[method, metric] == row["value"]

@@ -111,7 +111,14 @@ def cmd_segment(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_files
 
-    evaluate_files(args.prediction, args.labels, args.out, slices=args.slices, n_workers=args.threads)
+    evaluate_files(
+        args.prediction,
+        args.labels,
+        args.out,
+        slices=args.slices,
+        segmentation=args.segmentation,
+        n_workers=args.threads,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -199,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", help="ground truth volume (0 = membrane), or a prepared data.ome.zarr")
     p.add_argument("--out", required=True, help="metrics.csv to write; per-slice/threshold CSVs go beside")
     p.add_argument("--slices", default="held-out", help="'held-out' (prepared stores), 'all' or 'START:STOP'")
+    p.add_argument("--segmentation", help="cell labels of the same volume (unet-core segment), scored too")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_evaluate)
 

@@ -2,7 +2,9 @@
 
 When the labels come from a prepared store, the held-out slices are scored and a classical baseline is
 scored beside the U-Net: the best global intensity threshold of the raw data (membranes are dark in EM).
-A model worth its training clearly beats it on Rand and warping error.
+A model worth its training clearly beats it on Rand and warping error. Given the output of
+`unet_core.segment` too, the cells it delivers are scored as a third method, ``segmentation`` (its
+instance labels read as a binary map with 1-px borders between touching cells, `segment.cell_map`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import zarr
 from . import io, metrics
 from .dataset import held_out, read_split
 from .paths import refuse_overwriting_input
+from .segment import cell_map
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +67,37 @@ def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray 
     return io.read_slices(volume, chosen.start, chosen.stop), chosen, None
 
 
+def _segmented_cells(path: str | os.PathLike, shape: tuple[int, ...], chosen: slice) -> np.ndarray:
+    volume = io.open_volume(path)
+    if volume.shape != shape or volume.dtype.kind not in "iu":
+        raise io.VolumeError(
+            f"{path}: {volume.dtype} labels of shape {volume.shape}, expected integer cell ids of the "
+            f"probabilities' shape {shape}; segment the same prediction again"
+        )
+    return cell_map(io.read_slices(volume, chosen.start, chosen.stop)).astype(np.float32)
+
+
 def evaluate_files(
     prediction: str | os.PathLike,
     labels: str | os.PathLike,
     out_csv: str | os.PathLike,
     *,
     slices: str = "held-out",
+    segmentation: str | os.PathLike | None = None,
     n_workers: int | None = None,
 ) -> pd.DataFrame:
     """Write ``metrics.csv`` (method, metric, value, threshold) and per-threshold/per-slice CSVs beside it.
 
     ``metrics.csv`` is removed first and written last, so its presence means the CSVs beside it belong to
-    it; a failed run leaves none of the three. Raises `io.VolumeError` for unreadable, damaged, NaN or
+    it; a failed run leaves none of the three. ``segmentation``: instance labels of the same volume
+    (``unet-core segment``), scored as method ``segmentation`` at the one threshold its binary map has.
+    Raises `io.VolumeError` for unreadable, damaged, NaN or
     mismatched volumes and ValueError for outputs that would overwrite an input, naming the file.
     """
     out = Path(out_csv)
     outputs = [out.with_name(f"{out.stem}_{name}.csv") for name in ("per_threshold", "per_slice")]
     for path in (out, *outputs):
-        refuse_overwriting_input(path, prediction, labels)
+        refuse_overwriting_input(path, *(p for p in (prediction, labels, segmentation) if p is not None))
     gt, chosen, raw = _load_labels(os.fspath(labels), slices)
     prob_volume = io.open_volume(prediction)
     io.check_real(prob_volume, "probabilities")
@@ -94,6 +110,8 @@ def evaluate_files(
     if not np.isfinite(prob).all():
         raise io.VolumeError(f"{prediction}: probabilities contain NaN or inf; predict the volume again")
     runs = {"unet": (prob, None)}
+    if segmentation is not None:
+        runs["segmentation"] = (_segmented_cells(segmentation, prob_volume.shape, chosen), (0.5,))
     if raw is not None:
         runs["intensity_threshold"] = (intensity_baseline(raw), BASELINE_THRESHOLDS)
     tables: dict[str, list[pd.DataFrame]] = {"summary": [], "per_threshold": [], "per_slice": []}

@@ -85,6 +85,22 @@ def segment_slice(
     return labels.astype(np.int32)
 
 
+def cell_map(labels: np.ndarray) -> np.ndarray:
+    """The ISBI view of instance labels (..., Y, X): True inside cells, False on boundary pixels (label 0)
+    and on a 1-px line where two cells touch.
+
+    A watershed lets cells touch; the ISBI metrics read cells as 4-connected components of a binary map,
+    so each pixel whose right or lower neighbour belongs to another cell becomes boundary: no two
+    unmarked 4-neighbours then carry different labels, and each cell loses one pixel row per contact.
+    """
+    cells = labels > 0
+    inner = cells.copy()
+    before, after = (..., slice(None, -1)), (..., slice(1, None))  # x neighbours, then y neighbours
+    for a, b in ((before, after), ((*before, slice(None)), (*after, slice(None)))):
+        inner[a] &= ~(cells[a] & cells[b] & (labels[a] != labels[b]))
+    return inner
+
+
 def segment_file(
     prob_path: str | os.PathLike,
     out_path: str | os.PathLike,

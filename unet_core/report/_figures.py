@@ -34,7 +34,7 @@ F = TypeVar("F", bound=Callable)
 
 # Okabe & Ito's colour-blind-safe palette.
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-METHOD_COLOURS = {"unet": OKABE_ITO[0], "intensity_threshold": OKABE_ITO[1]}
+METHOD_COLOURS = {"unet": OKABE_ITO[0], "intensity_threshold": OKABE_ITO[1], "segmentation": OKABE_ITO[2]}
 SPLIT_COLOUR, MERGE_COLOUR, OTHER_COLOUR = "#D55E00", "#0072B2", "#F0E442"
 _SPLIT, _MERGE = MISMATCH_CLASSES.index("split") + 1, MISMATCH_CLASSES.index("merge") + 1
 STYLE = {
@@ -272,7 +272,10 @@ def threshold_figure(per_threshold: pd.DataFrame, summary: pd.DataFrame) -> Figu
         for ax, name in zip(axes, ISBI_METRICS, strict=True):
             points = curve[["threshold", name]].dropna()
             colour = _method_colour(method, k)
-            ax.plot(points["threshold"], points[name], color=colour, lw=1.5, label=_method_label(method))
+            if len(points) > 1:
+                ax.plot(points["threshold"], points[name], color=colour, lw=1.5, label=_method_label(method))
+            elif len(points) == 1:  # a binary map (the segmentation) scores the same at every threshold
+                ax.axhline(points[name].iloc[0], color=colour, lw=1.5, ls=":", label=_method_label(method))
             ax.plot(reported[f"{name}_threshold"], reported[name], "o", color=colour, ms=7)
     for ax, name in zip(axes, ISBI_METRICS, strict=True):
         values = per_threshold[name].dropna()

@@ -1,6 +1,7 @@
 rule evaluate:
     input:
         prob=f"{RESULTS}/pred/{HELD_OUT}.ome.zarr",
+        seg=f"{RESULTS}/seg/{HELD_OUT}.ome.zarr",
         data=f"{RESULTS}/data.ome.zarr",
     output:
         metrics=f"{RESULTS}/eval/metrics.csv",
@@ -18,4 +19,4 @@ rule evaluate:
         runtime=120,
     shell:
         "unet-core evaluate {input.prob:q} {input.data:q} --out {output.metrics:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --segmentation {input.seg:q} --threads {threads} > {log:q} 2>&1"
