@@ -35,6 +35,17 @@ else
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+# Both outputs a user gets are scored: the probabilities (method unet) and the cells that segment makes
+# of them with config/isbi2012.yaml's settings (method segmentation).
+read -ra segment_options < <(python3 -c "
+import yaml
+from unet_core.cli import config_flags
+print(' '.join(config_flags(yaml.safe_load(open('config/isbi2012.yaml'))['segment'])))")
+score() {  # name: pred_<name>.ome.zarr -> seg_<name>.ome.zarr and m_<name>/metrics.csv
+  run segment "${segment_options[@]}" "$work/pred_$1.ome.zarr" "$work/seg_$1.ome.zarr" >/dev/null 2>&1 &&
+    run evaluate --slices held-out --segmentation "$work/seg_$1.ome.zarr" --out "$work/m_$1/metrics.csv" \
+      "$work/pred_$1.ome.zarr" "$work/isbi.ome.zarr" >/dev/null 2>&1
+}
 
 if [ "$stage" = isbi ]; then
   budget=${TRAIN_SECONDS:-240}
@@ -97,8 +108,7 @@ if names:
 PY
   [ -d "$work/pred_ensemble.ome.zarr" ] && names+=(ensemble)
   for name in "${names[@]}"; do
-    run evaluate --slices held-out --out "$work/m_$name/metrics.csv" \
-      "$work/pred_$name.ome.zarr" "$work/isbi.ome.zarr" >/dev/null 2>&1 &
+    score "$name" &
   done
   wait
   for name in "${names[@]}"; do
@@ -139,10 +149,9 @@ print(' '.join(config_flags(train)))")
     local name=$1
     shift
     run predict --tta "$@" "$work/isbi.ome.zarr" "$work/pred_$name.ome.zarr" 2>&1 | tail -n 1
-    run evaluate --slices held-out --out "$work/m_$name/metrics.csv" "$work/pred_$name.ome.zarr" \
-      "$work/isbi.ome.zarr" >/dev/null 2>&1
+    score "$name"
     echo "== $name, TTA, validation slices 16-19" | tee -a "$out/metrics.csv"
-    tee -a "$out/metrics.csv" <"$work/m_$name/metrics.csv" | grep -E "^unet,.*(_error,|n_split|n_merge|vrand|vinfo)"
+    tee -a "$out/metrics.csv" <"$work/m_$name/metrics.csv" | grep -E "^(unet|segmentation),.*(_error,|n_split|n_merge|vrand|vinfo)"
     awk -F, '$NF == "unet" {printf "rand@%s %.4f  ", $1, $4} END {print ""}' \
       "$work/m_$name/metrics_per_threshold.csv"
   }
