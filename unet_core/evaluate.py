@@ -91,8 +91,8 @@ def evaluate_files(
     ``metrics.csv`` is removed first and written last, so its presence means the CSVs beside it belong to
     it; a failed run leaves none of the three. ``segmentation``: instance labels of the same volume
     (``unet-core segment``), scored as method ``segmentation`` at the one threshold its binary map has.
-    Raises `io.VolumeError` for unreadable, damaged, NaN or
-    mismatched volumes and ValueError for outputs that would overwrite an input, naming the file.
+    Raises `io.VolumeError` for unreadable, damaged, NaN or mismatched volumes and ValueError for outputs
+    that would overwrite an input, naming the file.
     """
     out = Path(out_csv)
     outputs = [out.with_name(f"{out.stem}_{name}.csv") for name in ("per_threshold", "per_slice")]

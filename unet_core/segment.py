@@ -91,7 +91,8 @@ def cell_map(labels: np.ndarray) -> np.ndarray:
 
     A watershed lets cells touch; the ISBI metrics read cells as 4-connected components of a binary map,
     so each pixel whose right or lower neighbour belongs to another cell becomes boundary: no two
-    unmarked 4-neighbours then carry different labels, and each cell loses one pixel row per contact.
+    unmarked 4-neighbours then carry different labels (of two touching cells, the upper or left one
+    gives up the pixels along the contact).
     """
     cells = labels > 0
     inner = cells.copy()
