@@ -14,7 +14,7 @@ measurement runs in a fresh Python process that reports its own wall time and pe
   codec that prepare gives raw, nothing else (how much of prepare's time writing alone costs: raw is 1
   of the 10 bytes per pixel that prepare stores, and the only one that is not labels or weights);
 - prepare with ``w0 = 0`` (class-balance weights only) for every size: streaming throughput and memory;
-- on a stack of ``--weights-slices`` slices: prepare uncompressed (level 0) and with the paper's
+- on a stack of ``--weights-slices`` slices (0: skipped): prepare uncompressed (level 0) and with the paper's
   weight map (``w0 = 10``), whose per-cell distance transforms dominate the cost.
 
 Throughput is MB of raw per second; CPU is the process's user + system seconds (over wall seconds: the
@@ -143,7 +143,7 @@ def _report(label: str, mb: float, run: dict, reference: dict | None = None, sla
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-gb", type=float, nargs="+", default=[1.0, 2.0])
-    parser.add_argument("--weights-slices", type=int, default=256)
+    parser.add_argument("--weights-slices", type=int, default=256, help="0 skips the weight-map runs")
     parser.add_argument("--slab-mb", type=int, default=256)
     args = parser.parse_args()
     raw_base, labels_base, source = _base_slices()
@@ -162,6 +162,8 @@ def main() -> None:
             run = _prepare(raw, labels, out, w0=0.0, slab_mb=args.slab_mb, level=1)
             _report("prepare, w0=0 (no border term)", mb, run, read, args.slab_mb)
             shutil.rmtree(out)
+        if args.weights_slices < 1:
+            return
         mb = _write_stacks(raw, labels, raw_base, labels_base, args.weights_slices)
         read = _read(raw)
         _report("plain tifffile.imread(raw)", mb, read)

@@ -118,6 +118,46 @@ def test_truncated_tiff_names_the_slice(tmp_path):
         io.read_volume(tmp_path / "cut.tif")
 
 
+def test_tiff_written_page_by_page_is_one_stack(tmp_path):
+    stack = _stack((4, 6, 7))
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:  # tifffile makes each write a series
+        for page in stack:
+            tif.write(page, photometric="minisblack")
+    assert np.array_equal(io.read_volume(tmp_path / "pages.tif"), stack)
+
+
+def test_tiff_pages_of_different_shapes_are_refused(tmp_path):
+    with tifffile.TiffWriter(tmp_path / "odd.tif") as tif:
+        for rows in (6, 6, 7, 6):
+            tif.write(np.zeros((rows, 5), np.uint8), photometric="minisblack")
+    with pytest.raises(io.VolumeError, match=r"odd.tif: pages of different shapes .* one shape and type"):
+        io.open_volume(tmp_path / "odd.tif")
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97], ids=["pages lost", "last page cut"])
+def test_truncated_compressed_tiff_is_refused_at_open(tmp_path, cut):
+    path = tmp_path / "cut.tif"
+    _imwrite(path, np.random.default_rng(0).integers(0, 2**16, (5, 20, 30), np.uint16), compression="zlib")
+    os.truncate(path, int(path.stat().st_size * cut))
+    with pytest.raises(io.VolumeError, match=r"cut.tif: the stack does not hold every page .* \(truncated"):
+        io.open_volume(path)
+
+
+def test_compressed_pyramid_tiff_reads_full_resolution(tmp_path):
+    stack = _stack((3, 32, 32))
+    with tifffile.TiffWriter(tmp_path / "pyramid.ome.tif", ome=True) as tif:
+        options = {"photometric": "minisblack", "compression": "zlib"}
+        tif.write(stack, subifds=1, metadata={"axes": "ZYX"}, **options)
+        tif.write(stack[:, ::2, ::2], subfiletype=1, **options)
+    assert np.array_equal(io.read_volume(tmp_path / "pyramid.ome.tif"), stack)
+
+
+def test_imagej_stack_saved_as_frames_is_read_as_slices(tmp_path):
+    stack = _stack((5, 6, 7))
+    tifffile.imwrite(tmp_path / "frames.tif", stack, imagej=True, metadata={"axes": "TYX"})
+    assert np.array_equal(io.read_volume(tmp_path / "frames.tif"), stack)
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (8, 8, 3)], ids=["rgb stack", "rgb image"])
 def test_rgb_tiff_is_refused(tmp_path, shape):
     _imwrite(tmp_path / "rgb.tif", np.zeros(shape, np.uint8), photometric="rgb")
@@ -140,6 +180,19 @@ def test_slice_folder_is_stacked_in_natural_order(tmp_path):
     assert isinstance(volume.array, io.LazyStack)
     assert np.array_equal(io.read_volume(tmp_path), stack)
     assert np.array_equal(volume.array[2], stack[2])
+
+
+def test_palette_png_reads_gray_values_and_colour_palettes_are_refused(tmp_path):
+    from PIL import Image
+
+    ramp = np.repeat(np.arange(0, 60, 10, dtype=np.uint8)[None], 4, axis=0)
+    Image.fromarray(ramp).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(tmp_path / "gray.png")
+    assert np.array_equal(io.read_volume(tmp_path / "gray.png")[0], ramp)
+    colour = np.zeros((4, 6, 3), np.uint8)
+    colour[..., 0] = 200
+    Image.fromarray(colour).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(tmp_path / "red.png")
+    with pytest.raises(io.VolumeError, match=r"red.png: .* 2D grayscale image, got shape \(4, 6, 3\)"):
+        io.open_volume(tmp_path / "red.png")
 
 
 def test_tiff_slice_folder_and_single_png(tmp_path):
@@ -223,6 +276,44 @@ def test_ome_zarr_with_two_channels_is_refused(tmp_path):
         io.open_volume(tmp_path / "two.ome.zarr")
 
 
+def test_ome_zarr_channel_axis_without_type_is_refused(tmp_path):
+    _ome_zarr(tmp_path / "cyx.ome.zarr", np.zeros((3, 4, 5), np.uint8), [("c", "channel"), *TCZYX[3:]])
+    root = zarr.open_group(str(tmp_path / "cyx.ome.zarr"), mode="r+")
+    for axes in ([{"name": "c"}, {"name": "y"}, {"name": "x"}], ["c", "y", "x"]):  # NGFF 0.4, 0.3
+        root.attrs["ome"] = root.attrs["ome"] | {
+            "multiscales": [root.attrs["ome"]["multiscales"][0] | {"axes": axes}]
+        }
+        with pytest.raises(io.VolumeError, match=r"cyx.ome.zarr: expected .* shape \(3, 4, 5\)"):
+            io.open_volume(tmp_path / "cyx.ome.zarr")
+
+
+def test_2d_ome_zarr_gets_a_3d_voxel_size(tmp_path):
+    _ome_zarr(tmp_path / "yx.ome.zarr", _stack((4, 5)), TCZYX[3:])
+    root = zarr.open_group(str(tmp_path / "yx.ome.zarr"), mode="r+")
+    multiscale = root.attrs["ome"]["multiscales"][0]
+    level0 = multiscale["datasets"][0] | {"coordinateTransformations": [{"type": "scale", "scale": [8, 8]}]}
+    root.attrs["ome"] = root.attrs["ome"] | {"multiscales": [multiscale | {"datasets": [level0]}]}
+    volume = io.open_volume(tmp_path / "yx.ome.zarr")
+    assert volume.shape == (1, 4, 5) and volume.voxel_size == (io.DEFAULT_VOXEL_SIZE[0], 8.0, 8.0)
+
+
+@pytest.mark.parametrize("damage", ["level 0 missing", "no datasets", "level 0 is a group"])
+def test_ome_zarr_whose_metadata_names_no_array_is_refused(tmp_path, damage):
+    _ome_zarr(tmp_path / "img.ome.zarr", np.zeros((1, 1, 3, 4, 5), np.uint8), TCZYX)
+    root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="r+")
+    multiscale = root.attrs["ome"]["multiscales"][0]
+    if damage == "no datasets":
+        root.attrs["ome"] = root.attrs["ome"] | {"multiscales": [multiscale | {"datasets": []}]}
+    else:
+        del root["s0"]
+        if damage == "level 0 is a group":
+            root.create_group("s0")
+    with pytest.raises(io.VolumeError, match="img.ome.zarr: its OME-NGFF metadata names no level-0 array"):
+        io.open_volume(tmp_path / "img.ome.zarr")
+    with pytest.raises(io.VolumeError, match="img.ome.zarr: no image 'labels' in the store"):
+        io.open_volume(tmp_path / "img.ome.zarr", key="labels")
+
+
 def test_zarr_group_without_multiscales_and_non_volume_files(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", data=np.zeros((2, 2, 2)))
     with pytest.raises(io.VolumeError, match="plain.zarr: a Zarr group without OME-NGFF 'multiscales'"):
@@ -238,6 +329,22 @@ def test_bad_hdf5_files_name_the_fix(tmp_path):
     (tmp_path / "fake.h5").write_bytes(b"not hdf5")
     with pytest.raises(io.VolumeError, match="fake.h5: not a readable HDF5 file"):
         io.open_volume(f"{tmp_path}/fake.h5:/raw")
+
+
+def test_hdf5_link_to_nothing_names_the_link(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "links.h5", "w") as f:
+        f["raw"] = np.zeros((2, 3, 4), np.uint8)
+        f["gone"] = h5py.ExternalLink(str(tmp_path / "moved.h5"), "/raw")
+        f["dangling"] = h5py.SoftLink("/nothing")
+    for key in ("gone", "dangling"):
+        with pytest.raises(io.VolumeError, match=f"links.h5: cannot open '/{key}' .* a broken link"):
+            io.open_volume(f"{tmp_path}/links.h5:/{key}")
+    with pytest.raises(
+        io.VolumeError, match=r"links.h5: no dataset '/none'; datasets in the file: \['raw'\]"
+    ):
+        io.open_volume(f"{tmp_path}/links.h5:/none")
 
 
 def test_compression_level_is_written_and_checked(tmp_path):

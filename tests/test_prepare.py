@@ -399,7 +399,10 @@ def test_failure_while_writing_leaves_no_store(tmp_path, monkeypatch, stage):
         ({"raw": "missing.tif"}, "missing.tif: no such file or directory"),
         ({"labels": "raw.h5:/wrong"}, r"raw.h5: no dataset '/wrong'; datasets in the file: \['volume'\]"),
         ({"labels": "rgb.tif"}, "rgb.tif: expected a 2D image .* RGB and multi-channel"),
-        ({"train_slices": (0, 3), "val_slices": (2, 4)}, "train_slices and val_slices overlap"),
+        (
+            {"train_slices": (0, 3), "val_slices": (2, 4)},
+            r"train_slices \[0, 3\] and val_slices \[2, 4\] overlap",
+        ),
         (
             {"test_slices": (3, 6)},
             r"raw.h5:/volume: test_slices \[3, 6\] must satisfy 0 <= start <= stop <= 4",
@@ -430,7 +433,10 @@ def test_default_split_is_80_20():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"train_slices": (0, 12), "val_slices": (10, 20)}, "train_slices and val_slices overlap"),
+        ({"train_slices": (0, 12), "val_slices": (10, 20)}, r"train_slices \[0, 12\] and val_slices"),
+        ({"val_slices": (0, 4)}, r"val_slices \[0, 4\] and train_slices \[0, 16\] \(the default\) overlap"),
+        ({"train_slices": (3, 3)}, r"stack.tif: train_slices \[3, 3\] is empty; give training at least one"),
+        ({"test_slices": (4, 6)}, r"train_slices \[0, 16\] \(the default\) and test_slices \[4, 6\] overlap"),
         ({"train_slices": (0, 25)}, r"train_slices \[0, 25\] must satisfy"),
         ({"train_slices": (5, 2)}, r"train_slices \[5, 2\] must satisfy 0 <= start <= stop"),
     ],
@@ -438,6 +444,13 @@ def test_default_split_is_80_20():
 def test_bad_split_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_split(PrepareConfig(**kwargs), 20, "stack.tif")
+
+
+def test_wrong_membrane_value_lists_only_values_in_the_file(tmp_path):
+    raw, labels = _cells_and_raw()
+    inputs = _tiff_inputs(tmp_path, raw, labels)
+    with pytest.raises(ValueError, match=r"membrane = 1 and one cell value, found values \[0, 255\];"):
+        prepare(tmp_path / "d.ome.zarr", PrepareConfig(**inputs, membrane_value=1))
 
 
 @pytest.mark.parametrize(

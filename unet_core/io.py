@@ -246,26 +246,50 @@ def _open_tiff(path: Path) -> Volume:
 
     try:
         tif = tifffile.TiffFile(path)
+        if len(tif.series) > 1 and tif.is_shaped:  # written page by page: tifffile makes each a series
+            tif.close()
+            tif = tifffile.TiffFile(path, is_shaped=False)  # pages of one shape form one series
         series = tif.series[0]
-        shape, offset = tuple(series.shape), series.dataoffset
+        shape, offset, axes = tuple(series.shape), series.dataoffset, series.axes
+        # Pages decoded one by one must all be there; a contiguous block is checked by its size below.
+        complete = offset is not None or _holds_every_page(tif, series, path.stat().st_size)
     except Exception as err:  # tifffile raises many types for damaged files
         raise VolumeError(f"{path}: not a readable TIFF ({err}); re-export the stack") from err
     if not shape or 0 in shape:
         raise VolumeError(f"{path}: not a readable TIFF (no image data); re-export the stack")
     if len(tif.series) > 1:
-        log.warning("%s: %d image series; reading the first, %s", path, len(tif.series), shape)
+        shapes = [tuple(s.shape) for s in tif.series]
+        raise VolumeError(
+            f"{path}: pages of different shapes or types ({len(shapes)} image series, {shapes[:4]}); "
+            "export a stack whose slices all have one shape and type"
+        )
+    if not complete:  # found at open, before anything is written
+        raise VolumeError(
+            f"{path}: the stack does not hold every page of the file, or its data runs past the end "
+            "(truncated or damaged?); re-export the stack"
+        )
+    if "Z" not in axes:  # ImageJ often saves a z-stack as frames (T)
+        axes = axes.replace("T", "Z")
     if offset is None:  # compressed or tiled: tifffile's zarr view decodes page by page
-        _check_shape(shape, str(path), series.axes)
-        return Volume(_as_zyx(zarr.open(tif.aszarr(series=0), mode="r"), str(path)), str(path))
+        _check_shape(shape, str(path), axes)
+        return Volume(_as_zyx(zarr.open(tif.aszarr(series=0, level=0), mode="r"), str(path)), str(path))
     stored = series.dtype.newbyteorder(tif.byteorder)
     tif.close()
-    _check_shape(shape, str(path), series.axes)
+    _check_shape(shape, str(path), axes)
     shape3 = shape if len(shape) == 3 else (1, *shape)
     plane_bytes = int(np.prod(shape3[1:])) * stored.itemsize
     complete = (path.stat().st_size - offset) // plane_bytes
     if complete < shape3[0]:  # found at open, before any stage writes a thing
         raise VolumeError(f"{path}: file ends inside slice {complete} (truncated?); re-export the stack")
     return Volume(_contiguous_stack(path, offset, shape3, stored), str(path))
+
+
+def _holds_every_page(tif: Any, series: Any, file_size: int) -> bool:
+    """Whether ``series`` covers every page of ``tif`` and no page's data runs past ``file_size``: a
+    truncated file loses pages (tifffile then falls back on a shorter series) or the end of the last."""
+    pages = [page for page in series.pages if page]
+    ends = (o + c for page in pages for o, c in zip(page.dataoffsets, page.databytecounts, strict=True))
+    return len(pages) == len(tif.pages) and max(ends, default=0) <= file_size
 
 
 def _contiguous_stack(path: Path, offset: int, shape: tuple[int, ...], stored: np.dtype) -> LazyStack:
@@ -304,7 +328,7 @@ def _read_slice_file(path: Path) -> np.ndarray:
 
         try:
             with Image.open(path) as handle:
-                image = np.asarray(handle.convert("L") if handle.mode == "1" else handle)
+                image = np.asarray(handle.convert("L") if handle.mode == "1" else _depalette(handle))
         except Exception as err:
             raise VolumeError(f"{path}: not a readable PNG ({err}); re-export the slice") from err
     if image.size == 0:
@@ -315,6 +339,15 @@ def _read_slice_file(path: Path) -> np.ndarray:
             "save single-channel 2D slices"
         )
     return image
+
+
+def _depalette(image: Any) -> Any:
+    """A palette image as the values its palette maps to: gray when every entry is gray, else RGB (refused
+    as not 2D). Other modes unchanged."""
+    if image.mode not in ("P", "PA"):
+        return image
+    rgb = np.asarray(image.convert("RGB"))
+    return rgb[..., 0] if (rgb[..., :1] == rgb[..., 1:]).all() else rgb
 
 
 def _open_slice_folder(folder: Path) -> Volume:
@@ -354,13 +387,19 @@ def _open_hdf5(path: str, key: str) -> Volume:
         handle = h5py.File(path, "r")
     except OSError as err:
         raise VolumeError(f"{path}: not a readable HDF5 file ({err}); re-export it") from err
-    if key not in handle or not isinstance(handle[key], h5py.Dataset):
+    try:
+        dataset = handle[key] if key in handle else None
+    except (KeyError, OSError) as err:  # a soft or external link whose target is gone
+        raise VolumeError(
+            f"{path}: cannot open '{key}' ({err}): a broken link? point to the data itself"
+        ) from err
+    if not isinstance(dataset, h5py.Dataset):
         names: list[str] = []
-        handle.visit(lambda n: names.append(n) if isinstance(handle[n], h5py.Dataset) else None)
+        handle.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
         raise VolumeError(
             f"{path}: no dataset '{key}'; datasets in the file: {names}; write it as '{path}:/<dataset>'"
         )
-    return Volume(_as_zyx(handle[key], f"{path}:{key}"), f"{path}:{key}")
+    return Volume(_as_zyx(dataset, f"{path}:{key}"), f"{path}:{key}")
 
 
 def _open_zarr(path: Path, key: str | None) -> Volume:
@@ -371,6 +410,8 @@ def _open_zarr(path: Path, key: str | None) -> Volume:
             f"{path}: not a TIFF, HDF5 or Zarr volume ({err}); convert it to one of these"
         ) from err
     if key:
+        if key not in node:
+            raise VolumeError(f"{path}: no image '{key}' in the store; check the name")
         node = node[key]
     if isinstance(node, zarr.Array):
         return Volume(_as_zyx(node, str(path)), str(path))
@@ -380,19 +421,38 @@ def _open_zarr(path: Path, key: str | None) -> Volume:
             f"{path}: a Zarr group without OME-NGFF 'multiscales' metadata; "
             "point to the array inside it instead"
         )
-    level0 = multiscales[0]["datasets"][0]
+    try:
+        level0 = multiscales[0]["datasets"][0]
+        array = node[level0["path"]]
+    except (KeyError, IndexError, TypeError) as err:
+        array = err
+    if not isinstance(array, zarr.Array):
+        raise VolumeError(
+            f"{path}: its OME-NGFF metadata names no level-0 array that exists (an incomplete copy?); "
+            "copy or export the store again"
+        )
     voxel_size, unit = DEFAULT_VOXEL_SIZE, None
     for transform in level0.get("coordinateTransformations", []):
-        if transform.get("type") == "scale":
-            voxel_size = tuple(float(s) for s in transform["scale"][-3:])
+        if transform.get("type") == "scale":  # a 2D image keeps the default z spacing
+            scale = [float(s) for s in transform["scale"]][-3:]
+            voxel_size = (*DEFAULT_VOXEL_SIZE[: 3 - len(scale)], *scale)
     axes = multiscales[0].get("axes", [])
     if axes and isinstance(axes[-1], dict):
         unit = axes[-1].get("unit")
-    array = node[level0["path"]]
-    kinds = {"channel": "C", "time": "T"}
-    letters = "".join(kinds.get(a.get("type"), "-") if isinstance(a, dict) else "-" for a in axes)
-    _check_shape(tuple(array.shape), str(path), letters if len(letters) == array.ndim else "")
+    _check_shape(tuple(array.shape), str(path), _axis_letters(axes, array.ndim))
     return Volume(_as_zyx(array, str(path)), str(path), voxel_size, unit)
+
+
+def _axis_letters(axes: list, ndim: int) -> str:
+    """One letter per NGFF axis for `_check_shape`: C (channel), T (time), else "-"; by the axis type,
+    or by its name where the type is missing (NGFF 0.3 axes are plain names, 0.4 types are optional)."""
+    kinds, names = {"channel": "C", "time": "T"}, {"c": "C", "t": "T"}
+    letters = "".join(
+        kinds.get(a.get("type"), "-") if isinstance(a, dict) and a.get("type") else
+        names.get(str(a.get("name") if isinstance(a, dict) else a).lower(), "-")
+        for a in axes
+    )  # fmt: skip
+    return letters if len(letters) == ndim else ""
 
 
 def _ngff_attrs(group: zarr.Group) -> dict:

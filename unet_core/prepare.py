@@ -151,16 +151,26 @@ def make_split(cfg: PrepareConfig, n_slices: int, source: str) -> Split:
     test = cfg.test_slices or (n_slices, n_slices)
     val = cfg.val_slices or (train[1], test[0] if test[1] > test[0] >= train[1] else n_slices)
     ranges = {"train": tuple(train), "val": tuple(val), "test": tuple(test)}
+    given = {"train": cfg.train_slices, "val": cfg.val_slices, "test": cfg.test_slices}
+
+    def named(name: str) -> str:  # a range the user did not set is named as the default it is
+        return f"{name}_slices {list(ranges[name])}{'' if given[name] else ' (the default)'}"
+
     for name, (a, b) in ranges.items():
         if not 0 <= a <= b <= n_slices:
             raise ValueError(
-                f"{source}: {name}_slices {[a, b]} must satisfy 0 <= start <= stop <= {n_slices} "
+                f"{source}: {named(name)} must satisfy 0 <= start <= stop <= {n_slices} "
                 "(the stack's slice count); fix the split in your config"
             )
+    if ranges["train"][0] == ranges["train"][1]:
+        raise ValueError(f"{source}: {named('train')} is empty; give training at least one slice")
     occupied = sorted((a, b, n) for n, (a, b) in ranges.items() if b > a)
     for (_, b1, n1), (a2, _, n2) in zip(occupied, occupied[1:], strict=False):
         if a2 < b1:
-            raise ValueError(f"{source}: {n1}_slices and {n2}_slices overlap; make the ranges disjoint")
+            raise ValueError(
+                f"{source}: {named(n1)} and {named(n2)} overlap; make the ranges disjoint (set each "
+                "range yourself when you move one)"
+            )
     return Split(**ranges)
 
 
@@ -323,7 +333,7 @@ def _check_cell_value(
     values = {labels.min().item(), labels.max().item()} - {cfg.membrane_value}
     values |= set() if counts.cell_value is None else {counts.cell_value}
     if len(values) > 1 or (values and np.count_nonzero(labels == next(iter(values))) < n_cells):
-        found = sorted({cfg.membrane_value, *values, *np.unique(labels).tolist()})[:10]
+        found = np.unique(labels).tolist()[:10]
         raise io.VolumeError(
             f"{name}: binary labels expected with membrane = {cfg.membrane_value} and one cell value, "
             f"found values {found}; set labels_kind: instances or fix membrane_value"

@@ -55,8 +55,8 @@ def get_models():
 
 
 def get_member_train_args(wildcards):
-    """Member k trains exactly as member 0 but with seed + k."""
-    return cli_args("train", seed=config["train"].get("seed", 0) + int(wildcards.member))
+    """Member k trains exactly as member 0 but with seed + k (config.yaml always sets train.seed)."""
+    return cli_args("train", seed=config["train"]["seed"] + int(wildcards.member))
 
 
 def get_volume_path(wildcards):
