@@ -61,6 +61,8 @@ def test_invalid_tile_size_names_the_fix(tmp_path, capsys):
     assert "valid_input_size(102, 2) = 104" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["prepare"], ["nonsense"]])
+@pytest.mark.parametrize(
+    "argv", [["prepare"], ["nonsense"], ["predict", "m.pt", "in.zarr", "out.zarr", "--threads", "-1"]]
+)
 def test_usage_errors_exit_nonzero(argv):
     assert main(argv) == 2

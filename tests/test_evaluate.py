@@ -5,7 +5,8 @@ import tifffile
 import zarr
 
 from unet_core import io
-from unet_core.evaluate import as_probability, evaluate_files
+from unet_core.evaluate import evaluate_files
+from unet_core.io import as_probability
 
 
 def test_perfect_prediction_scores_zero_and_baseline_is_scored(tiny_store, tmp_path):
@@ -45,6 +46,41 @@ def test_shape_mismatch_and_bad_slices_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--slices must be"):
         evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "m.csv", slices="x")
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_prediction_with_more_slices_than_the_labels_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "gt.tif", np.full((2, 8, 8), 255, np.uint8))
+    io.write_image(tmp_path / "p.ome.zarr", np.ones((3, 8, 8), np.float32))
+    with pytest.raises(io.VolumeError, match=r"p.ome.zarr: shape \(3, 8, 8\) differs from the labelled"):
+        evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "m.csv")
+
+
+def test_failed_run_leaves_no_csv_of_an_earlier_run(tmp_path):
+    labels = np.full((2, 8, 8), 255, np.uint8)
+    labels[:, 4] = 0
+    tifffile.imwrite(tmp_path / "gt.tif", labels)
+    io.write_image(tmp_path / "p.ome.zarr", labels)
+    evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "m.csv")
+    assert len(list(tmp_path.glob("m*.csv"))) == 3
+    io.write_image(tmp_path / "p.ome.zarr", labels[:, :, :7])
+    with pytest.raises(io.VolumeError, match="differs from the labelled"):
+        evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.tif", tmp_path / "m.csv")
+    assert list(tmp_path.glob("m*.csv")) == []
+
+
+def test_held_out_slices_of_a_store_without_a_split_name_the_fix(tmp_path):
+    labels = np.full((2, 8, 8), 255, np.uint8)
+    labels[:, 4] = 0
+    root = zarr.open_group(str(tmp_path / "gt.ome.zarr"), mode="w", zarr_format=3)
+    root.create_array("0", data=labels)
+    root.create_group("labels/cells").create_array("0", data=labels)
+    io.write_image(tmp_path / "p.ome.zarr", labels)
+    with pytest.raises(io.VolumeError, match="gt.ome.zarr: records no train/val/test split .* --slices all"):
+        evaluate_files(tmp_path / "p.ome.zarr", tmp_path / "gt.ome.zarr", tmp_path / "m.csv")
+    summary = evaluate_files(
+        tmp_path / "p.ome.zarr", tmp_path / "gt.ome.zarr", tmp_path / "m.csv", slices="all"
+    )
+    assert summary.set_index(["method", "metric"]).loc[("unet", "rand_error"), "value"] == 0
 
 
 def test_uint8_probabilities_are_scaled():

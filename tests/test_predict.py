@@ -1,3 +1,4 @@
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from unet_core.predict import (
     gather_prediction,
     predict_array,
     predict_file,
+    resolve_device,
     shard_blocks,
 )
 
@@ -203,6 +205,65 @@ def test_changed_model_invalidates_old_chunks(tmp_path, model_file, volume):
     )
     predict_file(other_path, source, tmp_path / "out.ome.zarr", options=options)
     assert np.abs(io.read_volume(tmp_path / "out.ome.zarr") - _whole(other, volume)).max() <= 1e-5
+
+
+def test_input_written_anew_invalidates_old_chunks(tmp_path, model_file, volume):
+    path, model = model_file
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, np.zeros_like(volume))
+    options = PredictOptions(block_shape=(1, 16, 16), output_dtype="float32")
+    predict_file(path, source, tmp_path / "out.ome.zarr", options=options, shard=(0, 2))
+    io.write_image(source, volume)  # the same path, shape and dtype: another volume
+    predict_file(path, source, tmp_path / "out.ome.zarr", options=options)
+    assert np.abs(io.read_volume(tmp_path / "out.ome.zarr") - _whole(model, volume)).max() <= 1e-5
+
+
+def test_gather_killed_after_checking_the_chunks_finishes_on_rerun(tmp_path, model_file, volume, monkeypatch):
+    path, _ = model_file
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume)
+    options = PredictOptions(block_shape=(1, 16, 32))
+    predict_file(path, source, tmp_path / "whole.ome.zarr", options=options)
+    out = tmp_path / "out.ome.zarr"
+    predict_file(path, source, out, options=options, shard=(0, 1))
+
+    def killed(*args, **kwargs):  # a kill while the chunk markers are being removed
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("unet_core.predict.shutil.rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            gather_prediction(out)
+    shutil.rmtree(PredictionStore(out).done)  # the markers are gone, the store not yet in place
+    assert not out.exists()
+    predict_file(path, source, out, options=options)
+    assert _store_bytes(out) == _store_bytes(tmp_path / "whole.ome.zarr")
+
+
+def test_big_endian_input_predicts_as_native(tmp_path, model_file, volume):
+    path, model = model_file
+    zarr.create_array(str(tmp_path / "be.zarr"), data=volume.astype(">f4"), zarr_format=2)
+    options = PredictOptions(block_shape=(1, 16, 16), output_dtype="float32")
+    predict_file(path, tmp_path / "be.zarr", tmp_path / "out.ome.zarr", options=options)
+    assert np.abs(io.read_volume(tmp_path / "out.ome.zarr") - _whole(model, volume)).max() <= 1e-5
+
+
+def test_output_path_that_is_a_file_is_refused_before_predicting(tmp_path, model_file, volume):
+    path, _ = model_file
+    io.write_image(tmp_path / "in.ome.zarr", volume)
+    (tmp_path / "out.ome.zarr").write_text("not a store")
+    with pytest.raises(ValueError, match="out.ome.zarr: a file, not an OME-Zarr folder"):
+        predict_file(path, tmp_path / "in.ome.zarr", tmp_path / "out.ome.zarr", options=PredictOptions())
+    assert not PredictionStore(tmp_path / "out.ome.zarr").work.exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [("gpu", "'gpu' is not a torch device; use auto, cpu, cuda"), ("cuda:99", "'cuda:99': torch sees")],
+)
+def test_devices_this_machine_lacks_are_refused(device, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_device(device)
 
 
 def test_killed_prediction_resumes_to_identical_bytes(tmp_path, model_file):

@@ -63,6 +63,18 @@ def test_file_labels_are_unique_across_slices_and_chunks(tmp_path):
     assert (labels[:, :, 5:7] == 0).all()
 
 
+@pytest.mark.parametrize("method", ["components", "watershed"])
+def test_integer_probabilities_span_their_type_like_evaluate_reads_them(tmp_path, method):
+    prob = np.zeros((1, 8, 9), np.float32)
+    prob[0, :, :4], prob[0, :, 5:] = 0.95, 0.3  # one cell, and a region below the 0.5 threshold
+    io.write_image(tmp_path / "f.ome.zarr", prob)
+    io.write_image(tmp_path / "u16.ome.zarr", np.round(prob * 65535).astype(np.uint16))
+    for name in ("f", "u16"):
+        segment_file(tmp_path / f"{name}.ome.zarr", tmp_path / f"{name}_s.ome.zarr", method=method)
+    labels = io.read_volume(tmp_path / "u16_s.ome.zarr")
+    assert np.array_equal(labels, io.read_volume(tmp_path / "f_s.ome.zarr")) and labels.max() == 1
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [({"method": "magic"}, "method must be one of")])
 def test_bad_method_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

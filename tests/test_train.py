@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import zarr
 
 from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model
 from unet_core.predict import TilePredictor
@@ -144,7 +145,10 @@ def test_empty_training_split_is_refused(tmp_path):
     from unet_core.prepare import PrepareConfig, prepare
 
     store = tmp_path / "d.ome.zarr"
-    prepare(store, PrepareConfig(synthetic_shape=(2, 32, 32), train_slices=(0, 0), val_slices=(0, 2)))
+    prepare(store, PrepareConfig(synthetic_shape=(2, 32, 32), train_slices=(0, 1), val_slices=(1, 2)))
+    root = zarr.open_group(str(store), mode="r+")  # prepare refuses to write it: a store from elsewhere
+    attrs = dict(root.attrs)["unet_core"]
+    root.attrs["unet_core"] = attrs | {"split": attrs["split"] | {"train": [0, 0]}}
     with pytest.raises(ValueError, match="training split .* is empty"):
         Trainer(store, tmp_path / "m", TrainConfig(**TINY))
 

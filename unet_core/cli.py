@@ -56,6 +56,14 @@ def _dataclass_from_args(cls: type, args: argparse.Namespace):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of thread counts: a clear usage error instead of a traceback from torch."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of threads, got {value}")
+    return value
+
+
 def _set_threads(threads: int | None) -> None:
     if threads:
         import torch  # here: the workflow imports this module for `config_flags`, and torch is slow to load
@@ -170,14 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="build the training store data.ome.zarr")
     p.add_argument("output", help="path of the store to write (data.ome.zarr)")
-    p.add_argument("--threads", type=int, default=None, help="threads converting slices (default: all)")
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, help="threads converting slices (default: all)"
+    )
     _add_dataclass_options(p, PrepareConfig)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a U-Net on a prepared store")
     p.add_argument("data", help="prepared store (data.ome.zarr)")
     p.add_argument("out_dir", help="folder for best.pt, last.pt, train_log.csv")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     _add_dataclass_options(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
@@ -185,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="+", help="checkpoint (best.pt); several: the mean of their probabilities")
     p.add_argument("input", help="volume: TIFF, Zarr, OME-Zarr or file.h5:/dataset")
     p.add_argument("output", help="OME-Zarr of cell probability to write")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--shard", default=None, help="I/N: write only the I-th of N disjoint runs of chunks")
     p.add_argument("--gather", action="store_true", help="publish OUTPUT once all shards are written")
     _add_dataclass_options(p, PredictOptions)
@@ -198,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("components", "watershed"), default="components")
     p.add_argument("--seed-threshold", type=float, default=0.9)
     p.add_argument("--min-size", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="threads labelling blocks (default: all cores)")
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, help="threads labelling blocks (default: all cores)"
+    )
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="ISBI pixel and Rand errors of a prediction against labels")
@@ -207,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics.csv to write; per-slice/threshold CSVs go beside")
     p.add_argument("--slices", default="held-out", help="'held-out' (prepared stores), 'all' or 'START:STOP'")
     p.add_argument("--segmentation", help="cell labels of the same volume (unet-core segment), scored too")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="HTML/CSV/TeX report of a run, with figures and provenance")

@@ -27,13 +27,6 @@ log = logging.getLogger(__name__)
 BASELINE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 51), 4)  # a fine sweep, to be fair to the baseline
 
 
-def as_probability(volume: np.ndarray) -> np.ndarray:
-    """Stored probabilities (uint8 0-255 or float) as float32 in [0, 1]."""
-    if np.issubdtype(volume.dtype, np.integer):
-        return volume.astype(np.float32) / np.float32(np.iinfo(volume.dtype).max)
-    return volume.astype(np.float32)
-
-
 def intensity_baseline(raw: np.ndarray) -> np.ndarray:
     """Raw intensity rescaled to [0, 1] (0.5/99.5 percentiles): a threshold on it is the baseline."""
     low, high = np.percentile(raw, [0.5, 99.5])
@@ -52,19 +45,29 @@ def _parse_slices(text: str, n: int) -> slice:
     return slice(start, stop)
 
 
-def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray | None]:
-    """Ground truth, the slices to score, and raw data for the baseline when the store has it."""
+def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray | None, tuple[int, ...]]:
+    """Ground truth, the slices to score, raw data for the baseline when the store has it, and the shape
+    of the whole labelled volume (which the prediction must have)."""
     node = zarr.open(store=path, mode="r") if Path(path).is_dir() else None
     if isinstance(node, zarr.Group) and "labels/cells/0" in node:
         gt = node["labels/cells/0"]
-        chosen = held_out(read_split(node)) if slices == "held-out" else _parse_slices(slices, gt.shape[0])
+        chosen = _held_out(node, path) if slices == "held-out" else _parse_slices(slices, gt.shape[0])
         raw = io.read_slices(io.Volume(node["0"], path), chosen.start, chosen.stop)
-        return io.read_slices(io.Volume(gt, path), chosen.start, chosen.stop), chosen, raw
+        return io.read_slices(io.Volume(gt, path), chosen.start, chosen.stop), chosen, raw, gt.shape
     volume = io.open_volume(path)
     io.check_real(volume, "labels")
     n = volume.shape[0]
     chosen = slice(0, n) if slices in ("held-out", "all") else _parse_slices(slices, n)
-    return io.read_slices(volume, chosen.start, chosen.stop), chosen, None
+    return io.read_slices(volume, chosen.start, chosen.stop), chosen, None, volume.shape
+
+
+def _held_out(store: zarr.Group, path: str) -> slice:
+    if "split" not in dict(store.attrs).get("unet_core", {}):
+        raise io.VolumeError(
+            f"{path}: records no train/val/test split (not written by unet-core prepare); "
+            "score it with --slices all or --slices START:STOP"
+        )
+    return held_out(read_split(store))
 
 
 def _segmented_cells(path: str | os.PathLike, shape: tuple[int, ...], chosen: slice) -> np.ndarray:
@@ -88,9 +91,10 @@ def evaluate_files(
 ) -> pd.DataFrame:
     """Write ``metrics.csv`` (method, metric, value, threshold) and per-threshold/per-slice CSVs beside it.
 
-    ``metrics.csv`` is removed first and written last, so its presence means the CSVs beside it belong to
-    it; a failed run leaves none of the three. ``segmentation``: instance labels of the same volume
-    (``unet-core segment``), scored as method ``segmentation`` at the one threshold its binary map has.
+    The three CSVs of an earlier run are removed first and ``metrics.csv`` is written last, so its presence
+    means the CSVs beside it belong to it; a failed run leaves none of the three. ``segmentation``:
+    instance labels of the same volume (``unet-core segment``), scored as method ``segmentation`` at the
+    one threshold its binary map has.
     Raises `io.VolumeError` for unreadable, damaged, NaN or mismatched volumes and ValueError for outputs
     that would overwrite an input, naming the file.
     """
@@ -98,15 +102,17 @@ def evaluate_files(
     outputs = [out.with_name(f"{out.stem}_{name}.csv") for name in ("per_threshold", "per_slice")]
     for path in (out, *outputs):
         refuse_overwriting_input(path, *(p for p in (prediction, labels, segmentation) if p is not None))
-    gt, chosen, raw = _load_labels(os.fspath(labels), slices)
+    for path in (out, *outputs):  # metrics.csv marks a complete set: none of an old set may outlive a failure
+        path.unlink(missing_ok=True)
+    gt, chosen, raw, labelled_shape = _load_labels(os.fspath(labels), slices)
     prob_volume = io.open_volume(prediction)
     io.check_real(prob_volume, "probabilities")
-    if prob_volume.shape[1:] != gt.shape[1:] or prob_volume.shape[0] < chosen.stop:
+    if prob_volume.shape != labelled_shape:
         raise io.VolumeError(
-            f"{prediction}: shape {prob_volume.shape} does not cover the labels' slices {chosen.start}:"
-            f"{chosen.stop} of shape {gt.shape[1:]}; predict the same volume the labels belong to"
+            f"{prediction}: shape {prob_volume.shape} differs from the labelled volume's {labelled_shape}; "
+            "predict the same volume the labels belong to"
         )
-    prob = as_probability(io.read_slices(prob_volume, chosen.start, chosen.stop))
+    prob = io.as_probability(io.read_slices(prob_volume, chosen.start, chosen.stop))
     if not np.isfinite(prob).all():
         raise io.VolumeError(f"{prediction}: probabilities contain NaN or inf; predict the volume again")
     runs = {"unet": (prob, None)}
@@ -125,8 +131,7 @@ def evaluate_files(
     summary = pd.concat(tables["summary"], ignore_index=True)
     summary["slices"] = f"{chosen.start}:{chosen.stop}"
     summary = summary[["method", "metric", "value", "threshold", "slices"]]
-    out.unlink(missing_ok=True)  # metrics.csv marks a complete set: it goes first and comes back last
-    try:
+    try:  # metrics.csv comes back last
         for path, name in zip(outputs, ("per_threshold", "per_slice"), strict=True):
             io.atomic_write_text(path, pd.concat(tables[name], ignore_index=True).to_csv(index=False))
         io.atomic_write_text(out, summary.to_csv(index=False))

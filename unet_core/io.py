@@ -204,6 +204,14 @@ def read_slices(volume: Volume, z0: int, z1: int) -> np.ndarray:
         ) from err
 
 
+def as_probability(volume: np.ndarray) -> np.ndarray:
+    """Stored probabilities (an integer type's 0 to its maximum, uint8 0-255 as predict writes, or float)
+    as float32 in [0, 1]."""
+    if np.issubdtype(volume.dtype, np.integer):
+        return volume.astype(np.float32) / np.float32(np.iinfo(volume.dtype).max)
+    return volume.astype(np.float32)
+
+
 def check_real(volume: Volume, what: str) -> None:
     """Refuse data that is not real numbers (complex, strings, objects): casting would drop information."""
     if volume.dtype.kind not in "biuf":

@@ -70,10 +70,19 @@ class PredictOptions:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA when present, else the CPU."""
+    """``"auto"`` picks CUDA when present, else the CPU; a device this machine lacks is a ValueError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"device {device!r} is not a torch device; use auto, cpu, cuda or cuda:<index>"
+        ) from err
+    gpus = torch.cuda.device_count() if resolved.type == "cuda" else 0
+    if resolved.type == "cuda" and (resolved.index or 0) >= gpus:
+        raise ValueError(f"device {device!r}: torch sees {gpus} CUDA GPU(s) here; use auto or cpu")
+    return resolved
 
 
 class TilePredictor:
@@ -122,7 +131,8 @@ class TilePredictor:
     def _probabilities(self, tile: np.ndarray) -> torch.Tensor:
         if tile.dtype.kind == "u" and tile.dtype.itemsize > 1:  # torch has no arithmetic on these
             tile = tile.astype(np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(tile)).to(self.device).float()
+        tile = np.ascontiguousarray(tile, dtype=tile.dtype.newbyteorder("="))  # torch takes native order only
+        x = torch.from_numpy(tile).to(self.device).float()
         x = ((x - self.low) / (self.high - self.low))[:, None].contiguous(memory_format=self.memory_format)
         transforms = _DIHEDRAL if self.tta else _DIHEDRAL[:1]
         total = None
@@ -203,12 +213,26 @@ def fingerprint(
         "model": model.config.to_dict(),
         "normalization": normalization,
         "input": os.path.abspath(volume.path),
+        "input_files": _modification_stamp(volume.path),
         "shape": volume.shape,
         "dtype": str(volume.dtype),
         "options": dataclasses.asdict(options) | {"device": device.type, "prefetch": None},
     }
     digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def _modification_stamp(volume_path: str) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of the input file, or of a folder and its metadata files (a Zarr
+    store) or its slices: a volume written anew at the same path makes the old chunks stale. (Chunks of a
+    Zarr store rewritten in place leave its metadata alone and go unnoticed.)"""
+    hdf5 = io.HDF5_PATH.match(volume_path)
+    root = Path(hdf5["file"] if hdf5 else volume_path)
+    entries = [root]
+    if root.is_dir():
+        metadata = [root / level / name for level in ("", "0") for name in (*io.ZARR_MARKERS, ".zattrs")]
+        entries += [p for p in metadata if p.exists()] or sorted(root.iterdir())
+    return [(os.fspath(p), p.stat().st_size, p.stat().st_mtime_ns) for p in entries]
 
 
 class PredictionStore:
@@ -224,6 +248,7 @@ class PredictionStore:
         self.output = Path(output_path)
         self.work = self.output.parent / f".{self.output.name}.work"
         self.done = self.work / ".done"
+        self.complete = False  # every chunk written: `finish` began, and may have removed the markers
 
     def open(self, *, volume: io.Volume, options: PredictOptions, key: str, n_blocks: int) -> zarr.Array:
         """The work array, created afresh unless an earlier run with the same fingerprint left one."""
@@ -233,6 +258,7 @@ class PredictionStore:
             if self.work.exists():
                 attrs = dict(zarr.open_group(store=str(self.work), mode="r").attrs).get("unet_core", {})
                 if attrs.get("fingerprint") == key:
+                    self.complete = attrs.get("complete", False)
                     return zarr.open_group(store=str(self.work), mode="r+")["0"]
                 log.warning("%s belongs to another model or options: starting afresh", self.work)
                 shutil.rmtree(self.work)
@@ -255,7 +281,7 @@ class PredictionStore:
             return target
 
     def is_done(self, block: Block) -> bool:
-        return (self.done / str(block.block_id)).exists()
+        return self.complete or (self.done / str(block.block_id)).exists()
 
     def mark_done(self, block: Block) -> None:
         (self.done / str(block.block_id)).touch()
@@ -264,19 +290,23 @@ class PredictionStore:
         """Check that every chunk is written, then move the store to the output path."""
         if not self.work.exists():
             raise ValueError(f"{self.work}: no prediction in progress; run the predict shards first")
-        total = dict(zarr.open_group(store=str(self.work), mode="r").attrs)["unet_core"]["chunks_total"]
-        missing = sorted(set(range(total)) - {int(p.name) for p in self.done.iterdir()})
-        if missing:
-            raise ValueError(
-                f"{self.output}: {len(missing)} of {total} chunks are not written yet (block ids "
-                f"{missing[:10]}...); run the remaining shards, then gather again"
-            )
-        shutil.rmtree(self.done)
+        root = zarr.open_group(store=str(self.work), mode="r+")
+        attrs = dict(root.attrs)["unet_core"]
+        if not attrs.get("complete"):
+            total = attrs["chunks_total"]
+            missing = sorted(set(range(total)) - {int(p.name) for p in self.done.iterdir()})
+            if missing:
+                raise ValueError(
+                    f"{self.output}: {len(missing)} of {total} chunks are not written yet (block ids "
+                    f"{missing[:10]}...); run the remaining shards, then gather again"
+                )
+            # Recorded before the markers go: a run killed from here on finds the store complete.
+            root.attrs["unet_core"] = attrs | {"complete": True}
+        shutil.rmtree(self.done, ignore_errors=True)
         for leftover in self.work.rglob("*.partial"):  # zarr's temp file of a chunk write that was killed
             leftover.unlink()
         # The output records what it holds, not how it was made (that is in the work store and the logs):
         # equal predictions are equal bytes, wherever and however they ran.
-        root = zarr.open_group(store=str(self.work), mode="r+")
         root.attrs["unet_core"] = {"content": "probability of cell interior"}
         if self.output.exists():
             shutil.rmtree(self.output)
@@ -381,6 +411,8 @@ def predict_file(
     volume = io.open_volume(input_path)
     io.check_real(volume, "input")
     refuse_overwriting_input(output_path, input_path)
+    if Path(output_path).exists() and not Path(output_path).is_dir():  # found now, not after the work
+        raise ValueError(f"{output_path}: a file, not an OME-Zarr folder; remove it or choose another output")
     blocks = plan_blocks(volume.shape, options.block_shape)
     _warn_if_halo_dominates(options.block_shape, volume.shape, model.config.depth)
     store = PredictionStore(output_path)

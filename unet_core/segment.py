@@ -113,7 +113,7 @@ def segment_file(
     block_shape: Sequence[int] | None = None,
     n_workers: int | None = None,
 ) -> int:
-    """Segment a probability OME-Zarr (uint8 0-255 or float) into a label OME-Zarr; returns #cells.
+    """Segment a probability OME-Zarr (`io.as_probability`) into a label OME-Zarr; returns #cells.
 
     Labels are int32, 1..N over the volume in raster order of each cell's first pixel, 0 = boundary;
     the output has the input's chunks. ``block_shape`` (``components`` only; default: the input's chunk
@@ -216,8 +216,7 @@ class _Labeller:
         data = io.read_slices(
             dataclasses.replace(self.volume, array=_Window(self.volume.array, (y, x))), z.start, z.stop
         )
-        scale = 255.0 if np.issubdtype(data.dtype, np.integer) else 1.0
-        prob = data.astype(np.float32) / scale
+        prob = io.as_probability(data)
         bad = _first_nonfinite(prob) if data.dtype.kind == "f" else None
         labels, _ = ndimage.label(prob > self.threshold, structure=IN_PLANE)
         return labels, None if bad is None else z.start + bad
@@ -393,10 +392,9 @@ def _segment_watershed(
     min_size: int,
 ) -> int:
     """Whole slices, ``depth`` at a time; each slice's cells get the next ids. Returns the number of cells."""
-    scale = 255.0 if np.issubdtype(volume.dtype, np.integer) else 1.0
     next_id = 0
     for z0 in tqdm(range(0, volume.shape[0], depth), desc="segment", unit="slab", mininterval=2):
-        slab = io.read_slices(volume, z0, z0 + depth).astype(np.float32) / scale
+        slab = io.as_probability(io.read_slices(volume, z0, z0 + depth))
         if (bad := _first_nonfinite(slab)) is not None:
             _raise_nonfinite(volume.path, z0 + bad)
         out = np.zeros(slab.shape, dtype=np.int32)

@@ -112,8 +112,9 @@ def input_roi_2d(write_begin: int, write_size: int, depth: int) -> tuple[int, in
     """For one axis: ``(input_begin, input_size, crop)`` of the network input covering an output range.
 
     The computed output starts at a multiple of ``2**depth`` so that the max-pool grid lines up with that of
-    a whole-image prediction: tiled and whole-image outputs are then equal, not just close. ``crop`` is the
-    offset of the wanted output inside the computed one.
+    a whole-image prediction: tiled and whole-image outputs then compute the same function of the same
+    pixels (equal up to float rounding, which differs between input shapes: about 1e-6, rarely one step
+    of uint8). ``crop`` is the offset of the wanted output inside the computed one.
     """
     step = 2**depth
     aligned = (write_begin // step) * step

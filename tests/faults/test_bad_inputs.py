@@ -88,7 +88,11 @@ CASES = [
         "short.tif",
         r"short.tif: labels shape \(2, 40, 40\) differs from raw .* \(3, 40, 40\)",
     ),
-    _case("evaluate", "short.tif", r"short.tif: shape \(2, 40, 40\) does not cover the labels' slices 0:3"),
+    _case(
+        "evaluate",
+        "short.tif",
+        r"short.tif: shape \(2, 40, 40\) differs from the labelled volume's \(3, 40, 40\)",
+    ),
     _case("train", "raw.tif", "raw.tif: not a prepared training store .* create it with `unet-core prepare`"),
     _case("predict", "truncated.tif", TRUNCATED),
     _case("predict", "empty.zarr", EMPTY),
