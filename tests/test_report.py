@@ -348,6 +348,10 @@ def test_benchmark_times_per_job_and_rule(tmp_path):
     assert {job: t["s"] for job, t in jobs.items()} == {"predict/a": 3.0, "prepare": 1.0}
     assert rule_times(jobs) == {"predict": 3.0, "prepare": 1.0}
     assert benchmark_times(None) == {} and benchmark_times(tmp_path / "none") == {}
+    stale_left_out = benchmark_times(
+        tmp_path, only=[tmp_path / "prepare.benchmark.tsv", tmp_path / "gone.tsv"]
+    )
+    assert list(stale_left_out) == ["prepare"]
 
 
 def test_find_seeds_walks_nested_sections():

@@ -66,7 +66,7 @@ def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("workflow")
     extra = tmp_path / "extra stack.tif"
     tifffile.imwrite(extra, np.random.default_rng(0).integers(0, 255, (2, 50, 70)).astype(np.uint8))
-    workdir = make_workdir(tmp_path, TINY, f"name\tpath\nextra\t{extra}\n")
+    workdir = make_workdir(tmp_path, TINY, f"name\tpath\tvoxel_size\nextra\t{extra}\t50,4,4\n")
     result = run_snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
@@ -78,7 +78,9 @@ def test_whole_dag_writes_every_output(finished_run):
         prob = io.open_volume(results / "pred" / f"{name}.ome.zarr")
         seg = io.open_volume(results / "seg" / f"{name}.ome.zarr")
         assert prob.dtype == np.uint8 and seg.dtype == np.int32 and prob.shape == seg.shape
-    assert io.open_volume(results / "pred" / "extra.ome.zarr").shape == (2, 50, 70)
+    for stage in ("pred", "seg"):  # the sheet's voxel size, which the TIFF lacks
+        extra = io.open_volume(results / stage / "extra.ome.zarr")
+        assert extra.shape == (2, 50, 70) and extra.voxel_size == (50.0, 4.0, 4.0)
     assert {"best.pt", "last.pt", "train_log.csv"} <= {p.name for p in (results / "model").iterdir()}
     metrics = pd.read_csv(results / "eval" / "metrics.csv")
     assert set(metrics["method"]) == {"unet", "segmentation", "intensity_threshold"}
@@ -177,3 +179,13 @@ def test_ensemble_members_train_with_their_own_seeds_and_predict_together(tmp_pa
     alone = tmp_path / "alone.ome.zarr"
     predict_file(models[0], workdir / "results/tiny/data.ome.zarr", alone, options=options)
     assert not np.array_equal(io.read_volume(workdir / target), io.read_volume(alone))
+
+
+def test_a_gather_that_must_run_again_brings_its_shards_back(finished_run):
+    results = finished_run / "results" / "tiny"
+    before = io.read_volume(results / "pred" / "heldout.ome.zarr")
+    rerun = run_snakemake(finished_run, "--forcerun", "predict")  # the gathers, not their shards
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "rule predict_shard:" in rerun.stdout + rerun.stderr
+    assert np.array_equal(io.read_volume(results / "pred" / "heldout.ome.zarr"), before)
+    assert not list((results / "pred").rglob("*.done"))  # gone once gathered

@@ -98,7 +98,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
     shard = parse_shard(args.shard) if args.shard else None
     predict_file(
-        args.model, args.input, args.output, options=_dataclass_from_args(PredictOptions, args), shard=shard
+        args.model,
+        args.input,
+        args.output,
+        options=_dataclass_from_args(PredictOptions, args),
+        shard=shard,
+        voxel_size=args.voxel_size,
+        unit=args.unit,
     )
 
 
@@ -155,6 +161,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         config_files=args.configfiles,
         repo=args.repo,
         logs=args.logs,
+        benchmarks=args.benchmarks,
         title=args.title,
         n_slices=args.n_slices,
     )
@@ -198,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--shard", default=None, help="I/N: write only the I-th of N disjoint runs of chunks")
     p.add_argument("--gather", action="store_true", help="publish OUTPUT once all shards are written")
+    p.add_argument(
+        "--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+        help="voxel size recorded in the output (default: the input's)",
+    )  # fmt: skip
+    p.add_argument("--unit", default=None, help="unit of --voxel-size (default: the input's)")
     _add_dataclass_options(p, PredictOptions)
     p.set_defaults(func=cmd_predict)
 
@@ -238,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfiles", nargs="*", default=[], help="config files the workflow read")
     p.add_argument("--repo", default=None, help="directory inside the workflow's git repository")
     p.add_argument("--logs", default=None, help="log folder with Snakemake *.benchmark.tsv files")
+    p.add_argument("--benchmarks", nargs="*", default=None, help="only these of them (default: all)")
     p.add_argument("--n-slices", type=int, default=3, help="held-out slices shown in the error figure")
     p.add_argument("--title", default="U-Net segmentation report")
     p.set_defaults(func=cmd_report)

@@ -216,6 +216,7 @@ def fingerprint(
         "input_files": _modification_stamp(volume.path),
         "shape": volume.shape,
         "dtype": str(volume.dtype),
+        "metadata": (volume.voxel_size, volume.unit),  # written when the work store is created
         "options": dataclasses.asdict(options) | {"device": device.type, "prefetch": None},
     }
     digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
@@ -388,8 +389,13 @@ def predict_file(
     *,
     options: PredictOptions,
     shard: tuple[int, int] | None = None,
+    voxel_size: Sequence[float] | None = None,
+    unit: str | None = None,
 ) -> float:
     """Predict a volume into an OME-Zarr of cell probability; returns output voxels/s.
+
+    The output records ``voxel_size`` and ``unit`` where given (a sheet's column for a file that lacks
+    them), else the input's.
 
     Without ``shard`` the whole volume is predicted and the output appears when complete. With
     ``shard=(i, n)`` only that shard's chunks are written into the work store; `gather_prediction`
@@ -410,6 +416,11 @@ def predict_file(
     )
     volume = io.open_volume(input_path)
     io.check_real(volume, "input")
+    if voxel_size is not None or unit is not None:
+        voxel_size = tuple(float(v) for v in voxel_size) if voxel_size is not None else volume.voxel_size
+        if len(voxel_size) != 3 or not all(v > 0 for v in voxel_size):
+            raise ValueError(f"voxel_size must be 3 positive numbers (z, y, x), got {voxel_size}")
+        volume = dataclasses.replace(volume, voxel_size=voxel_size, unit=unit or volume.unit)
     refuse_overwriting_input(output_path, input_path)
     if Path(output_path).exists() and not Path(output_path).is_dir():  # found now, not after the work
         raise ValueError(f"{output_path}: a file, not an OME-Zarr folder; remove it or choose another output")

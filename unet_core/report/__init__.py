@@ -264,6 +264,7 @@ def build_report(
     config_files: Iterable[str | os.PathLike] = (),
     repo: str | os.PathLike | None = None,
     logs: str | os.PathLike | None = None,
+    benchmarks: Iterable[str | os.PathLike] | None = None,
     title: str = "U-Net segmentation report",
     n_slices: int = 3,
     max_content_bytes: int = MAX_CONTENT_BYTES,
@@ -294,6 +295,8 @@ def build_report(
         A directory in the workflow's git repository.
     logs : str or path-like, optional
         The dataset's log folder with Snakemake benchmark files.
+    benchmarks : iterable of path-like, optional
+        Only these benchmark files count (the current configuration's jobs); default: all below ``logs``.
     title : str, optional
         Heading of index.html.
     n_slices : int, optional
@@ -338,6 +341,7 @@ def build_report(
         repo=repo,
         inputs=inputs,
         logs=logs,
+        benchmarks=benchmarks,
         max_content_bytes=max_content_bytes,
     )
     select_metric = (config or {}).get("train", {}).get("select_metric", "rand_error")

@@ -213,7 +213,9 @@ def hardware() -> dict:
     return info
 
 
-def benchmark_times(logs: str | os.PathLike | None) -> dict[str, dict]:
+def benchmark_times(
+    logs: str | os.PathLike | None, only: Iterable[str | os.PathLike] | None = None
+) -> dict[str, dict]:
     """Wall time (``s``), CPU time and peak RSS of each job, from Snakemake's ``*.benchmark.tsv``.
 
     Parameters
@@ -221,6 +223,9 @@ def benchmark_times(logs: str | os.PathLike | None) -> dict[str, dict]:
     logs : str or path-like or None
         The dataset's log folder; benchmark files anywhere below it are read, and a job is
         named by its path without the suffix (``train``, ``predict/heldout``).
+    only : iterable of path-like, optional
+        Read only these of them (the jobs of the current configuration: runs with other shard counts,
+        volumes or ensemble members leave theirs behind).
 
     Returns
     -------
@@ -231,7 +236,11 @@ def benchmark_times(logs: str | os.PathLike | None) -> dict[str, dict]:
     if logs is None or not Path(logs).is_dir():
         return {}
     times = {}
-    for path in sorted(Path(logs).rglob("*.benchmark.tsv")):
+    paths = sorted(Path(logs).rglob("*.benchmark.tsv"))
+    if only is not None:
+        wanted = {Path(p).resolve() for p in only}
+        paths = [p for p in paths if p.resolve() in wanted]
+    for path in paths:
         frame = pd.read_csv(path, sep="\t")
         if "s" not in frame.columns or frame.empty:
             log.warning("%s: not a Snakemake benchmark file (no column 's'); left out", path)
@@ -278,6 +287,7 @@ def provenance(
     repo: str | os.PathLike | None = None,
     inputs: Mapping[str, str | os.PathLike] | None = None,
     logs: str | os.PathLike | None = None,
+    benchmarks: Iterable[str | os.PathLike] | None = None,
     max_content_bytes: int = MAX_CONTENT_BYTES,
 ) -> dict:
     """Everything ``provenance.json`` records, as a JSON-serialisable dict.
@@ -294,6 +304,8 @@ def provenance(
         ``{name: path}`` of the report's inputs, files or directory stores.
     logs : path-like, optional
         The dataset's log folder with Snakemake benchmark files.
+    benchmarks : iterable of path-like, optional
+        Only these benchmark files count (:func:`benchmark_times`).
     max_content_bytes : int, optional
         Stores larger than this are fingerprinted by metadata and sizes (:func:`store_digest`).
 
@@ -313,7 +325,7 @@ def provenance(
         if not Path(path).is_file():
             raise FileNotFoundError(f"config file {os.fspath(path)!r} does not exist")
         files[os.fspath(path)] = sha256_file(path)
-    jobs = benchmark_times(logs)
+    jobs = benchmark_times(logs, benchmarks)
     return {
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": config,

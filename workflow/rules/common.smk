@@ -66,9 +66,33 @@ def get_volume_path(wildcards):
     return VOLUMES.loc[wildcards.volume, "path"]
 
 
+def get_volume_metadata_args(wildcards):
+    """--voxel-size (in prepare.unit, when set) from the sheet's voxel_size column; none: the file's own."""
+    if wildcards.volume == HELD_OUT or not VOLUMES.loc[wildcards.volume].get("voxel_size", ""):
+        return ""
+    args = ["--voxel-size", *VOLUMES.loc[wildcards.volume, "voxel_size"].split(",")]
+    unit = config["prepare"].get("unit")
+    return shlex.join(args + (["--unit", unit] if unit else []))
+
+
 def get_volume_file(wildcards):
     """The file or folder holding the volume, which Snakemake tracks as input."""
     return volume_file(get_volume_path(wildcards))
+
+
+def get_benchmark_files():
+    """The benchmark files of this configuration's jobs: runs with other shard counts, volumes or
+    ensemble sizes leave theirs in the same folder."""
+    shards = range(config["predict_shards"])
+    return [
+        *(f"{LOGS}/{rule}.benchmark.tsv" for rule in ("prepare", "train", "evaluate")),
+        *(f"{LOGS}/train.member{k}.benchmark.tsv" for k in range(1, config["ensemble"])),
+        *(
+            f"{LOGS}/predict/{v}.{i}-of-{len(shards)}.benchmark.tsv"
+            for v in [HELD_OUT, *VOLUMES["name"]]
+            for i in shards
+        ),
+    ]
 
 
 def get_final_outputs():

@@ -9,7 +9,8 @@ rule predict_shard:
         model=get_models(),
         volume=get_volume_file,
     output:
-        flag=touch(f"{RESULTS}/pred/.shards/{{volume}}/{{shard}}-of-{SHARDS}.done"),
+        # temp: gone once gathered, so a gather that must run again brings its shards back with it
+        flag=temp(touch(f"{RESULTS}/pred/.shards/{{volume}}/{{shard}}-of-{SHARDS}.done")),
     log:
         f"{LOGS}/predict/{{volume}}.{{shard}}-of-{SHARDS}.log",
     benchmark:
@@ -19,6 +20,7 @@ rule predict_shard:
         volume=get_volume_path,
         shards=SHARDS,
         args=cli_args("predict"),
+        metadata=get_volume_metadata_args,
     conda:
         "../../envs/unet-core.yaml"
     threads: config["threads"]["predict"]
@@ -28,7 +30,7 @@ rule predict_shard:
         runtime=lambda wc, input, attempt: get_shard_resources(wc, input, attempt)["runtime"],
     shell:
         "unet-core predict {input.model:q} {params.volume:q} {params.prob:q} --shard {wildcards.shard}/{params.shards}"
-        " --threads {threads} {params.args} > {log:q} 2>&1"
+        " --threads {threads} {params.args} {params.metadata} > {log:q} 2>&1"
 
 
 rule predict:

@@ -1,5 +1,7 @@
 # prepare.raw and prepare.labels as input files (relative to prepare.data_dir, as unet-core resolves them;
 # the HDF5 file of file.h5:/dataset), so that changed data reruns prepare; none for the synthetic volume.
+# A folder (Zarr, slices) counts by its own modification time, which files rewritten inside it leave
+# alone: the README says to touch the folder then.
 PREPARE_INPUT = {
     key: volume_file(os.path.join(config["prepare"].get("data_dir", ""), config["prepare"][key]))
     for key in ("raw", "labels")

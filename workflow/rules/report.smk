@@ -81,6 +81,7 @@ rule report:
         configfiles=[*workflow.configfiles, *([config["volumes"]] if config.get("volumes") else [])],
         repo=workflow.basedir,
         logs=LOGS,
+        benchmarks=get_benchmark_files(),
     conda:
         "../../envs/unet-core.yaml"
     threads: 1
@@ -94,4 +95,5 @@ rule report:
         " --prediction {input.prob:q} --segmentation {input.seg:q}"
         " --pred-volumes {input.pred_volumes:q} --seg-volumes {input.seg_volumes:q}"
         " --config-json {params.config_json:q} --configfiles {params.configfiles:q}"
-        " --repo {params.repo:q} --logs {params.logs:q} --title {params.title:q} > {log:q} 2>&1"
+        " --repo {params.repo:q} --logs {params.logs:q} --benchmarks {params.benchmarks:q}"
+        " --title {params.title:q} > {log:q} 2>&1"
