@@ -432,8 +432,8 @@ def _open_zarr(path: Path, key: str | None) -> Volume:
     try:
         level0 = multiscales[0]["datasets"][0]
         array = node[level0["path"]]
-    except (KeyError, IndexError, TypeError) as err:
-        array = err
+    except (KeyError, IndexError, TypeError):
+        array = None
     if not isinstance(array, zarr.Array):
         raise VolumeError(
             f"{path}: its OME-NGFF metadata names no level-0 array that exists (an incomplete copy?); "

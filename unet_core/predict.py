@@ -233,7 +233,8 @@ def _modification_stamp(volume_path: str) -> list[tuple[str, int, int]]:
     if root.is_dir():
         metadata = [root / level / name for level in ("", "0") for name in (*io.ZARR_MARKERS, ".zattrs")]
         entries += [p for p in metadata if p.exists()] or sorted(root.iterdir())
-    return [(os.fspath(p), p.stat().st_size, p.stat().st_mtime_ns) for p in entries]
+    stats = [(os.fspath(p), p.stat()) for p in entries]
+    return [(name, stat.st_size, stat.st_mtime_ns) for name, stat in stats]
 
 
 class PredictionStore:

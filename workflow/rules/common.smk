@@ -68,9 +68,10 @@ def get_volume_path(wildcards):
 
 def get_volume_metadata_args(wildcards):
     """--voxel-size (in prepare.unit, when set) from the sheet's voxel_size column; none: the file's own."""
-    if wildcards.volume == HELD_OUT or not VOLUMES.loc[wildcards.volume].get("voxel_size", ""):
+    size = "" if wildcards.volume == HELD_OUT else VOLUMES.loc[wildcards.volume].get("voxel_size", "")
+    if not size:
         return ""
-    args = ["--voxel-size", *VOLUMES.loc[wildcards.volume, "voxel_size"].split(",")]
+    args = ["--voxel-size", *size.split(",")]
     unit = config["prepare"].get("unit")
     return shlex.join(args + (["--unit", unit] if unit else []))
 
