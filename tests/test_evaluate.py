@@ -87,6 +87,19 @@ def test_uint8_probabilities_are_scaled():
     assert as_probability(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
 
 
+@pytest.mark.parametrize("stored, dtype", [(51, np.uint8), (0.2, np.float64)])
+def test_a_stored_probability_equal_to_the_threshold_is_not_above_it(tmp_path, stored, dtype):
+    """Cell = p > th: uint8 51 is exactly 0.2 and stays membrane at threshold 0.2 (as segment sees it)."""
+    labels = np.full((2, 6, 6), 255, np.uint8)
+    labels[:, 0] = 0
+    tifffile.imwrite(tmp_path / "gt.tif", labels)
+    tifffile.imwrite(tmp_path / "p.tif", np.where(labels > 0, stored, 0).astype(dtype))
+    evaluate_files(tmp_path / "p.tif", tmp_path / "gt.tif", tmp_path / "m.csv", slices="all")
+    per_threshold = pd.read_csv(tmp_path / "m_per_threshold.csv").set_index("threshold")
+    assert per_threshold.loc[0.2, "pixel_error_rate"] == pytest.approx(30 / 36)  # every cell pixel wrong
+    assert per_threshold.loc[0.1, "pixel_error_rate"] == 0
+
+
 def _column_membrane(tmp_path, n_slices=2):
     labels = np.full((n_slices, 20, 20), 255, np.uint8)
     labels[:, :, 10] = 0

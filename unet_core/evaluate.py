@@ -112,7 +112,7 @@ def evaluate_files(
             f"{prediction}: shape {prob_volume.shape} differs from the labelled volume's {labelled_shape}; "
             "predict the same volume the labels belong to"
         )
-    prob = io.as_probability(io.read_slices(prob_volume, chosen.start, chosen.stop))
+    prob = io.as_probability(io.read_slices(prob_volume, chosen.start, chosen.stop), np.float64)
     if not np.isfinite(prob).all():
         raise io.VolumeError(f"{prediction}: probabilities contain NaN or inf; predict the volume again")
     runs = {"unet": (prob, None)}

@@ -204,12 +204,13 @@ def read_slices(volume: Volume, z0: int, z1: int) -> np.ndarray:
         ) from err
 
 
-def as_probability(volume: np.ndarray) -> np.ndarray:
+def as_probability(volume: np.ndarray, dtype: type = np.float32) -> np.ndarray:
     """Stored probabilities (an integer type's 0 to its maximum, uint8 0-255 as predict writes, or float)
-    as float32 in [0, 1]."""
+    as ``dtype`` in [0, 1]. Scoring wants float64: in float32 uint8 51 (exactly 0.2) reads as 0.2000000030,
+    above a float64 threshold of 0.2."""
     if np.issubdtype(volume.dtype, np.integer):
-        return volume.astype(np.float32) / np.float32(np.iinfo(volume.dtype).max)
-    return volume.astype(np.float32)
+        return volume.astype(dtype) / dtype(np.iinfo(volume.dtype).max)
+    return volume.astype(dtype)
 
 
 def check_real(volume: Volume, what: str) -> None:

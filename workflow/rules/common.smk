@@ -82,16 +82,17 @@ def get_volume_file(wildcards):
 
 
 def get_benchmark_files():
-    """The benchmark files of this configuration's jobs: runs with other shard counts, volumes or
-    ensemble sizes leave theirs in the same folder."""
-    shards = range(config["predict_shards"])
+    """The benchmark files of this configuration's jobs (runs with other shard counts, volumes or ensemble
+    sizes leave theirs in the same folder), from the rules' own patterns: call it after they are defined."""
     return [
-        *(f"{LOGS}/{rule}.benchmark.tsv" for rule in ("prepare", "train", "evaluate")),
-        *(f"{LOGS}/train.member{k}.benchmark.tsv" for k in range(1, config["ensemble"])),
-        *(
-            f"{LOGS}/predict/{v}.{i}-of-{len(shards)}.benchmark.tsv"
-            for v in [HELD_OUT, *VOLUMES["name"]]
-            for i in shards
+        rules.prepare.benchmark,
+        rules.train.benchmark,
+        rules.evaluate.benchmark,
+        *expand(rules.train_member.benchmark, member=range(1, config["ensemble"])),
+        *expand(
+            rules.predict_shard.benchmark,
+            volume=[HELD_OUT, *VOLUMES["name"]],
+            shard=range(config["predict_shards"]),
         ),
     ]
 
