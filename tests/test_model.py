@@ -70,6 +70,14 @@ def test_he_initialisation_scale():
     assert torch.all(conv.bias == 0)
 
 
+def test_up_convolutions_get_the_he_scale_of_their_input_channels():
+    """A 2x2 stride-2 up-convolution's output pixel sees one tap of each input channel: N = c_in."""
+    torch.manual_seed(0)
+    upconv = UNet(UNetConfig(depth=2, width=64)).upconv[0]
+    assert (upconv.in_channels, upconv.out_channels) == (256, 128)
+    assert upconv.weight.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [("depth", 0, "depth"), ("width", 1.5, "width"), ("dropout", 1.0, "dropout")],

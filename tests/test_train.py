@@ -124,6 +124,12 @@ def test_changed_data_starts_afresh(tiny_store, tmp_path):
         ({"iterations": 0}, "train.iterations must be >= 1"),
         ({"num_workers": -2}, "train.num_workers must be >= 0, or -1 for automatic"),
         ({"ema": 1.0}, r"train.ema must be in \[0, 1\)"),
+        ({"lr": 0.0}, "train.lr must be a finite number > 0, got 0.0"),
+        ({"lr": float("nan")}, "train.lr must be a finite number > 0, got nan"),
+        ({"momentum": 1.5}, r"train.momentum must be a finite number in \[0, 1\)"),
+        ({"weight_decay": -1e-4}, "train.weight_decay must be a finite number >= 0"),
+        ({"grad_clip": float("nan")}, "train.grad_clip must be a finite number >= 0"),
+        ({"seed": -1}, "train.seed must be a finite number >= 0"),
     ],
 )
 def test_bad_training_options_are_refused(change, match):
@@ -151,6 +157,56 @@ def test_empty_training_split_is_refused(tmp_path):
     root.attrs["unet_core"] = attrs | {"split": attrs["split"] | {"train": [0, 0]}}
     with pytest.raises(ValueError, match="training split .* is empty"):
         Trainer(store, tmp_path / "m", TrainConfig(**TINY))
+
+
+def test_a_diverging_run_stops_with_the_fix_and_publishes_nothing(tiny_store, tmp_path):
+    cfg = TrainConfig(**{**TINY, "lr": 1e6, "grad_clip": 0.0})
+    with pytest.raises(ValueError, match=r"training diverged by iteration 2 .*; lower train.lr"):
+        Trainer(tiny_store, tmp_path, cfg).fit()
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / ".work" / "best.pt").exists()
+
+
+def test_resume_ignores_settings_that_do_not_change_results(tiny_store, tmp_path):
+    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
+    other_loader = TrainConfig(**{**TINY, "num_workers": 1, "device": "cpu"})
+    assert Trainer(tiny_store, tmp_path, other_loader).resume(tmp_path / "last.pt") is True
+
+
+@pytest.mark.parametrize("resume_point", ["damaged", "another configuration's"])
+def test_a_damaged_resume_point_or_another_runs_work_is_not_kept(tiny_store, tmp_path, resume_point):
+    Trainer(tiny_store, tmp_path / "a", TrainConfig(**TINY)).fit()
+    work = tmp_path / "m" / ".work"
+    work.mkdir(parents=True)
+    if resume_point == "damaged":  # a kill while it was copied elsewhere, a bad disk...
+        (work / "last.pt").write_bytes(b"truncated")
+    else:
+        Trainer(tiny_store, tmp_path / "b", TrainConfig(**{**TINY, "lr": 0.02})).fit()
+        (work / "last.pt").write_bytes((tmp_path / "b" / "last.pt").read_bytes())
+    (work / "augmentation.png").write_bytes(b"another run's tiles")
+    Trainer(tiny_store, tmp_path / "m", TrainConfig(**TINY)).fit()
+    assert (tmp_path / "m" / "augmentation.png").read_bytes() == (
+        tmp_path / "a" / "augmentation.png"
+    ).read_bytes()
+    for key, tensor in load_checkpoint(tmp_path / "a" / "last.pt")["model_state"].items():
+        assert torch.equal(tensor, load_checkpoint(tmp_path / "m" / "last.pt")["model_state"][key])
+
+
+def test_a_checkpoint_of_another_network_layout_names_the_file(tmp_path):
+    from unet_core.checkpoint import save_checkpoint
+    from unet_core.model import UNet, UNetConfig
+
+    config = UNetConfig(depth=2, width=4)
+    state = {"model_config": config.to_dict(), "normalization": [0.0, 1.0]}
+    save_checkpoint(tmp_path / "renamed.pt", state | {"model_state": {"w": torch.zeros(1)}})
+    save_checkpoint(tmp_path / "new_field.pt", state | {"model_config": config.to_dict() | {"heads": 2}})
+    save_checkpoint(
+        tmp_path / "no_norm.pt", {"model_config": config.to_dict(), "model_state": UNet(config).state_dict()}
+    )
+    for name in ("renamed.pt", "new_field.pt", "no_norm.pt"):
+        with pytest.raises(
+            CheckpointError, match=f"{name}: the checkpoint does not fit this unet_core's network"
+        ):
+            load_model(tmp_path / name)
 
 
 def test_checkpoint_with_code_in_it_is_refused(tmp_path):

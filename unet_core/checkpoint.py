@@ -68,9 +68,15 @@ def load_model(
 ) -> tuple[UNet, tuple[float, float]]:
     """Rebuild the trained network of a checkpoint; returns it with its input normalisation (low, high)."""
     state = load_checkpoint(path, device=device)
-    model = UNet(UNetConfig(**state["model_config"]))
-    model.load_state_dict(state["model_state"])
-    low, high = state["normalization"]
+    try:
+        model = UNet(UNetConfig(**state["model_config"]))
+        model.load_state_dict(state["model_state"])
+        low, high = state["normalization"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # e.g. written by another unet_core
+        raise CheckpointError(
+            f"{path}: the checkpoint does not fit this unet_core's network ({_reason(err)}); "
+            "retrain the model with this version"
+        ) from err
     return model.to(device), (float(low), float(high))
 
 

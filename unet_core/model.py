@@ -111,6 +111,16 @@ def _center_crop(skip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return skip[..., dy : dy + size[0], dx : dx + size[1]]
 
 
+def _incoming_nodes(conv: nn.Conv2d | nn.ConvTranspose2d) -> int:
+    """Inputs of one output pixel: c_in x kernel for a convolution, c_in alone for the 2x2 stride-2
+    up-convolution, whose kernel taps feed different output pixels (torch's own fan-in for a transposed
+    weight counts c_out x kernel, 0.71x the paper's std for halved channels)."""
+    taps = conv.kernel_size
+    if isinstance(conv, nn.ConvTranspose2d):
+        taps = [math.ceil(k / s) for k, s in zip(conv.kernel_size, conv.stride, strict=True)]
+    return conv.in_channels * math.prod(taps)
+
+
 class UNet(nn.Module):
     """The paper's U-Net; ``forward`` returns class logits of shape (N, n_classes, out, out)."""
 
@@ -133,10 +143,10 @@ class UNet(nn.Module):
         self._init_he()
 
     def _init_he(self) -> None:
-        # He et al. 2015: std sqrt(2 / fan_in), as the paper prescribes for ReLU networks.
+        # The paper: std sqrt(2 / N), N the incoming nodes of one neuron (He et al. 2015).
         for module in self.modules():
             if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.normal_(module.weight, std=math.sqrt(2 / _incoming_nodes(module)))
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import metrics
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig, save_augmentation_panel
 from .dataset import TileDataset, normalization_range, open_store, read_split
 from .io import atomic_write_bytes, atomic_write_text
@@ -50,6 +50,9 @@ SCHEDULES = ("constant", "cosine")
 #: prediction (`segment.segment_slice`: seeds at P(cell) > 0.9, grown through P(cell) > 0.5), what
 #: ``unet-core segment`` delivers; ``rand_error`` scores the probability map at its best threshold.
 SELECT_METRICS = ("rand_error", "segmented_rand_error", "pixel_error", "loss")
+#: Options that do not change what a run computes: a resume may change them (the device as configured;
+#: the device it resolves to is compared instead).
+RESUMABLE_CHANGES = ("num_workers", "device")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,15 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, valid, wanted in (
+            ("lr", self.lr > 0, "> 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("grad_clip", self.grad_clip >= 0, ">= 0 (0: no clipping)"),
+            ("seed", self.seed >= 0, ">= 0"),
+        ):
+            if not (valid and math.isfinite(getattr(self, name))):  # NaN compares False: refused too
+                raise ValueError(f"train.{name} must be a finite number {wanted}, got {getattr(self, name)}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"train.ema must be in [0, 1) (0: no weight average), got {self.ema}")
         output_size(self.tile_size, self.model.depth)  # raises with the nearest valid size
@@ -256,6 +268,7 @@ class Trainer:
         return {
             "model_config": self.cfg.model.to_dict(),
             "train_config": self.cfg.to_dict(),
+            "device_type": self.device.type,
             "data_sha256": self.data_sha256,
             "model_state": self.validated_model.state_dict(),  # what predict loads
             **averaging,
@@ -271,11 +284,20 @@ class Trainer:
         }
 
     def resume(self, path: Path) -> bool:
-        """Restore everything from ``path`` if it continues this exact configuration."""
+        """Restore everything from ``path`` if it continues this configuration (up to
+        `RESUMABLE_CHANGES`) on the same data."""
         if not path.is_file():
             return False
-        state = load_checkpoint(path, device=self.device)
-        if state["train_config"] != self.cfg.to_dict() or state["data_sha256"] != self.data_sha256:
+        try:
+            state = load_checkpoint(path, device=self.device)
+        except CheckpointError as err:  # damaged or of another version: it must not block training
+            log.warning("cannot resume (%s): starting afresh", err)
+            return False
+        if (
+            _run_defining(state["train_config"]) != _run_defining(self.cfg.to_dict())
+            or state.get("device_type") != self.device.type
+            or state["data_sha256"] != self.data_sha256
+        ):
             log.warning("%s was trained with another configuration or data: starting afresh", path)
             return False
         self.model.load_state_dict(state.get("train_model_state", state["model_state"]))
@@ -304,6 +326,8 @@ class Trainer:
             channels_last=self.cfg.channels_last,
         )
         prob = predict_array(predictor, self.val_raw)
+        if not np.isfinite(prob).all():
+            raise self._divergence("the network predicts NaN or inf on the validation slices")
         self.model.train()  # the weight average stays in eval mode
         pixel, _ = metrics.pixel_error(prob, self.val_labels)
         rand, _ = metrics.rand_error(prob, self.val_labels)
@@ -314,6 +338,12 @@ class Trainer:
             "val_rand_error": float(rand),
             "val_segmented_rand_error": float(segmented),
         }
+
+    def _divergence(self, what: str) -> ValueError:
+        return ValueError(
+            f"training diverged by iteration {self.iteration} ({what}); "
+            "lower train.lr or set train.grad_clip > 0"
+        )
 
     def step(self, raw: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """One optimiser step; returns the loss on the device, so the host never waits for the device
@@ -358,8 +388,11 @@ class Trainer:
 
     def fit(self) -> None:
         """Train until ``cfg.iterations``, resuming from ``last.pt`` when it belongs to this run."""
+        if not self.resume(
+            self.work_dir / "last.pt"
+        ):  # nothing of another run may be published with this one
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.resume(self.work_dir / "last.pt")
         if not (self.work_dir / "augmentation.png").exists():
             self._save_augmentation_examples()
         self.model.train()
@@ -376,6 +409,10 @@ class Trainer:
             bar.update(1)
             if self.iteration % self.cfg.val_every == 0 or self.iteration == self.cfg.iterations:
                 loss = float(torch.stack(losses).double().mean())  # waits for the device
+                if not (math.isfinite(loss) and all(p.isfinite().all() for p in self.model.parameters())):
+                    raise self._divergence(
+                        f"mean loss {loss} since the last checkpoint, or weights not finite"
+                    )
                 tiles_per_s = len(losses) * self.cfg.batch_size / (time.perf_counter() - tick)
                 self._checkpoint(loss, tiles_per_s)
                 bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
@@ -400,9 +437,9 @@ class Trainer:
         save_figure(figure, self.work_dir, "training_curves")
         for name in ("train_log.csv", "augmentation.png", "training_curves.png", "best.pt", "last.pt"):
             atomic_write_bytes(self.out_dir / name, (self.work_dir / name).read_bytes())
-        (
-            self.work_dir / "last.pt"
-        ).unlink()  # first: a kill while removing the rest cannot leave a stale resume point
+        # The resume point goes first: a kill while removing the rest must not leave a work folder that
+        # resumes into a publish of files already gone. (A kill in this millisecond retrains from scratch.)
+        (self.work_dir / "last.pt").unlink()
         shutil.rmtree(self.work_dir)
 
     def _checkpoint(self, loss: float, tiles_per_s: float) -> None:
@@ -420,6 +457,10 @@ class Trainer:
             save_checkpoint(self.work_dir / "best.pt", state)
         atomic_write_text(self.work_dir / "train_log.csv", pd.DataFrame(self.log_rows).to_csv(index=False))
         save_checkpoint(self.work_dir / "last.pt", state)  # last: everything above is already on disk
+
+
+def _run_defining(train_config: dict) -> dict:
+    return {k: v for k, v in train_config.items() if k not in RESUMABLE_CHANGES}
 
 
 def _sha256(*arrays: np.ndarray) -> str:
