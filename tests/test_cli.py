@@ -25,7 +25,8 @@ def test_config_sections_become_the_options_that_parse_back_to_them():
 
     train = {"tile_size": 188, "augment": False, "lr": 0.002, "norm": "batch", "aug_gamma": 0.0}
     flags = config_flags(train)
-    assert flags[:3] == ["--tile-size", "188", "--no-augment"]
+    assert flags[:3] == ["--aug-gamma", "0.0", "--no-augment"]
+    assert config_flags(dict(reversed(train.items()))) == flags  # key order is no reason to rerun
     args = build_parser().parse_args(["train", "data", "out", *flags])
     assert _dataclass_from_args(TrainConfig, args) == TrainConfig(**train)
     predict = {"block_shape": [1, 256, 256], "tta": True, "output_dtype": "float16"}

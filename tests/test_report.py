@@ -398,6 +398,22 @@ def test_build_report_refuses_bad_slices_and_volume_pairs(run, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("folder", ["eval", "."])
+def test_report_folder_that_holds_its_inputs_is_refused(run, folder):
+    """The report replaces its folder as a whole: one holding the CSVs (or everything) would be deleted."""
+    before = sorted(p.relative_to(run.base) for p in run.base.rglob("*"))
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        build_report(
+            run.base / folder,
+            metrics_csv=run.metrics,
+            train_log=run.train_log,
+            data=run.store,
+            prediction=run.pred,
+            segmentation=run.seg,
+        )
+    assert sorted(p.relative_to(run.base) for p in run.base.rglob("*")) == before
+
+
 def test_figures_refuse_bad_inputs(run):
     with pytest.raises(ValueError, match="train_log needs rows and columns 'iteration' and 'loss'"):
         training_figure(pd.DataFrame({"step": [1]}))

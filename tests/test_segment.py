@@ -241,6 +241,10 @@ def test_watershed_ids_are_consecutive_after_min_size(tmp_path):
         ),
         ({"block_shape": (1, 8)}, "block_shape must be 3 positive multiples"),
         ({"block_shape": (1, 8, 8), "method": "watershed"}, "block_shape is for method 'components'"),
+        ({"threshold": 2.0}, r"threshold must be a probability in \[0, 1\), got 2.0"),
+        ({"seed_threshold": 1.0, "method": "watershed"}, r"seed_threshold must be a probability in \[0, 1\)"),
+        ({"threshold": float("nan")}, "threshold must be a probability"),
+        ({"min_size": -3}, "min_size must be >= 0 pixels"),
     ],
 )
 def test_bad_file_options_are_refused_before_work(tmp_path, kwargs, match):

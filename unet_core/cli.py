@@ -38,9 +38,11 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def config_flags(options: dict) -> list[str]:
     """A config section as options of its subcommand, the inverse of `_add_dataclass_options`:
-    ``tile_size: 188`` -> ``--tile-size 188``, ``tta: false`` -> ``--no-tta``, a list -> its values."""
+    ``tile_size: 188`` -> ``--tile-size 188``, ``tta: false`` -> ``--no-tta``, a list -> its values. Sorted
+    by key: Snakemake reruns a job whose command changed, and the order of keys in a config file is not a
+    change."""
     flags = []
-    for key, value in options.items():
+    for key, value in sorted(options.items()):
         name = key.replace("_", "-")
         if isinstance(value, bool):
             flags.append(f"--{name}" if value else f"--no-{name}")

@@ -129,6 +129,11 @@ def segment_file(
         raise ValueError(f"n_workers must be a positive number of threads, got {n_workers}")
     if block_shape is not None and method != "components":
         raise ValueError(f"block_shape is for method 'components'; {method!r} works on whole slices")
+    for name, value in (("threshold", threshold), ("seed_threshold", seed_threshold)):
+        if not 0 <= value < 1:  # a probability at 1 or above leaves no cell: an empty segmentation
+            raise ValueError(f"{name} must be a probability in [0, 1), got {value}")
+    if min_size < 0:
+        raise ValueError(f"min_size must be >= 0 pixels (0: keep every cell), got {min_size}")
     refuse_overwriting_input(out_path, prob_path)
     volume = io.open_volume(prob_path)
     io.check_real(volume, "probabilities")

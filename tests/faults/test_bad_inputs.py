@@ -248,10 +248,28 @@ def _dry_run(tmp_path: Path, config: dict, sheet: str) -> subprocess.CompletedPr
         (
             GOOD | {"volumes": "config/volumes.tsv"},
             "name\tvoxel_size\nextra\t1,1,1\n",
-            "'path' is a required property",
+            "config/volumes.tsv: volume 'extra': 'path' is a required property; fix that row",
         ),
+        (
+            GOOD | {"volumes": "config/volumes.tsv"},
+            "name\tpath\tvoxel_size\nextra\t/x.tif\t0,0,0\n",
+            "config/volumes.tsv: volume 'extra': voxel_size '0,0,0' is not valid (optional z,y,x voxel size, "
+            "three numbers > 0); fix that row",
+        ),
+        (
+            GOOD | {"volumes": "config/volumes.tsv"},
+            "name\tpath\nmy vol\t/x.tif\n",
+            "config/volumes.tsv: volume 'my vol': name 'my vol' is not valid (a unique name of letters",
+        ),
+        (GOOD | {"results": ""}, "name\tpath\n", "results"),
     ],
-    ids=["config wrong value", "volume sheet without path column"],
+    ids=[
+        "config wrong value",
+        "sheet without path column",
+        "zero voxel size",
+        "name with a space",
+        "no results",
+    ],
 )
 def test_snakemake_dry_run_names_the_bad_key(tmp_path, config, sheet, message):
     result = _dry_run(tmp_path, config, sheet)

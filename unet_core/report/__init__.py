@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .. import io
+from ..paths import refuse_overwriting_input
 from ._figures import (
     held_out_figure,
     label_colours,
@@ -335,6 +336,7 @@ def build_report(
             for kind, path in zip(("pred", "seg"), pair, strict=True)
         },
     }
+    refuse_overwriting_input(out_dir, *inputs.values())  # the folder is replaced as a whole
     record = provenance(
         config=config,
         config_files=config_files,

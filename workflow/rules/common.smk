@@ -4,6 +4,7 @@ import shlex
 from io import StringIO
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from unet_core.cli import config_flags
@@ -26,12 +27,27 @@ def read_volumes(path):
         return pd.DataFrame(columns=["name", "path"]).set_index("name", drop=False)
     with open(path) as handle:
         rows = "".join(line for line in handle if not line.startswith("#"))
-    sheet = pd.read_csv(StringIO(rows), sep="\t", dtype=str, quoting=csv.QUOTE_NONE).fillna("")
-    validate(sheet, schema="../schemas/volumes.schema.yaml")
+    # index_col=False: a stray trailing tab must not turn the name column into the index
+    sheet = pd.read_csv(StringIO(rows), sep="\t", dtype=str, quoting=csv.QUOTE_NONE, index_col=False)
+    sheet = sheet.fillna("")
+    for _, row in sheet.iterrows():
+        try:
+            validate(row.to_dict(), schema="../schemas/volumes.schema.yaml")
+        except WorkflowError as err:
+            raise ValueError(f"{path}: volume {row.get('name', '?')!r}: {sheet_problem(err)}; fix that row") from None
     if sheet["name"].duplicated().any() or (sheet["name"] == HELD_OUT).any():
         dupes = sorted(set(sheet["name"][sheet["name"].duplicated()]) | ({HELD_OUT} & set(sheet["name"])))
         raise ValueError(f"{path}: volume names must be unique and not '{HELD_OUT}'; rename {dupes}")
     return sheet.set_index("name", drop=False)
+
+
+def sheet_problem(err):
+    """The column, value and expected form from a schema error (its long default text shows the regex)."""
+    problem = err.__context__  # snakemake's WorkflowError is raised while handling jsonschema's error
+    if not getattr(problem, "path", None):
+        return str(problem or err).splitlines()[0]
+    expected = problem.schema.get("description", problem.message)
+    return f"{problem.path[0]} {problem.instance!r} is not valid ({expected})"
 
 
 VOLUMES = read_volumes(config.get("volumes", ""))
