@@ -127,7 +127,7 @@ def run(tmp_path_factory):
         volumes={"extra": (extra_pred, extra_seg)},
         model=model,
         config=config,
-        config_files=[config_file],
+        config_files=[config_file, os.path.relpath(config_file)],  # snakemake may list one file twice
         repo=repo,
         logs=logs,
     )
@@ -181,6 +181,26 @@ def test_latex_table_is_a_booktabs_fragment_with_thresholds_and_the_held_out_not
     note = tex.split(r"\end{tabular}")[1]
     assert "held-out slices 4-5" in note and "not on the hidden ISBI 2012 test labels" in note
     assert "Fiji Trainable Segmentation" in tex and "Rand F-score" in tex
+
+
+def test_a_metric_that_could_not_be_computed_shows_as_a_dash(run):
+    from unet_core.report._tables import html_table, latex_table, summary_table
+
+    table = summary_table(read_eval_metrics(run.metrics))
+    table.loc[0, "rand_error"] = np.nan  # e.g. no cell in the labels of the scored slices
+    for text in (latex_table(table), html_table(table)):
+        assert "nan" not in text.lower().replace("nanometer", "")
+    first_row = latex_table(table).split(r"\midrule")[1].strip().splitlines()[0].split(" & ")
+    assert first_row[3] == "--"
+
+
+def test_page_without_a_git_commit_says_unknown_and_links_are_url_quoted(tmp_path):
+    from unet_core.report._html import render_page
+
+    record = provenance(config=None, repo=tmp_path, inputs={})  # not a git repository
+    page = render_page("t", table_html="", notes=[], figures=[], record=record, files=["figures/v#1.png"])
+    assert "<code>unknown</code>" in page and "None" not in page.split("<h2>")[0]
+    assert 'href="figures/v%231.png"' in page
 
 
 def test_provenance_records_config_code_inputs_machine_and_timings(run):

@@ -7,6 +7,7 @@ import html
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222;"
@@ -100,11 +101,12 @@ def render_page(
     files: Sequence[str],
 ) -> str:
     """The whole page as text: table, notes, figures with captions, provenance, list of files."""
-    links = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in files)
+    links = "".join(f'<li><a href="{html.escape(quote(f))}">{html.escape(f)}</a></li>' for f in files)
+    git = record["git"]
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=note>Built {html.escape(record['created_utc'])} from git commit "
-        f"<code>{html.escape(str(record['git']['commit']))}</code>.</p>",
+        f"<code>{html.escape(git['commit'] or 'unknown')}</code>.</p>",
         "<h2>Errors on held-out slices</h2>",
         table_html,
         *(f"<p class=note>{html.escape(note)}</p>" for note in notes),

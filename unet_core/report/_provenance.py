@@ -320,11 +320,13 @@ def provenance(
     FileNotFoundError
         If a config file or input does not exist.
     """
-    files = {}
+    files, seen = {}, set()
     for path in config_files:
         if not Path(path).is_file():
             raise FileNotFoundError(f"config file {os.fspath(path)!r} does not exist")
-        files[os.fspath(path)] = sha256_file(path)
+        if Path(path).resolve() not in seen:  # snakemake may list a file twice, relative and absolute
+            seen.add(Path(path).resolve())
+            files[os.fspath(path)] = sha256_file(path)
     jobs = benchmark_times(logs, benchmarks)
     return {
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

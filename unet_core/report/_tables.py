@@ -147,7 +147,7 @@ def _display_frame(table: pd.DataFrame, *, marker: str, escape: Callable[[str], 
     for name in ISBI_METRICS:
         value, threshold = (METRIC_NAMES[name], "error"), (METRIC_NAMES[name], "$t$")
         columns += [value, threshold]
-        data[value] = [f"{v:.{_DECIMALS[name]}f}" for v in table[name]]
+        data[value] = ["--" if np.isnan(v) else f"{v:.{_DECIMALS[name]}f}" for v in table[name]]
         data[threshold] = ["--" if np.isnan(t) else f"{t:.2f}" for t in table[f"{name}_threshold"]]
     return pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(columns))
 
