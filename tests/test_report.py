@@ -125,7 +125,7 @@ def run(tmp_path_factory):
         prediction=pred,
         segmentation=seg,
         volumes={"extra": (extra_pred, extra_seg)},
-        model=model,
+        models=[model],
         config=config,
         config_files=[config_file, os.path.relpath(config_file)],  # snakemake may list one file twice
         repo=repo,

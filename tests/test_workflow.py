@@ -179,6 +179,12 @@ def test_ensemble_members_train_with_their_own_seeds_and_predict_together(tmp_pa
     alone = tmp_path / "alone.ome.zarr"
     predict_file(models[0], workdir / "results/tiny/data.ome.zarr", alone, options=options)
     assert not np.array_equal(io.read_volume(workdir / target), io.read_volume(alone))
+    report = run_snakemake(workdir, "results/tiny/report/index.html")
+    assert report.returncode == 0, report.stderr[-4000:]
+    inputs = json.loads((workdir / "results/tiny/report/provenance.json").read_text())["inputs"]
+    assert [inputs[k]["path"] for k in ("model", "model/member1")] == [
+        str(m.relative_to(workdir)) for m in models
+    ]
 
 
 def test_a_gather_that_must_run_again_brings_its_shards_back(finished_run):

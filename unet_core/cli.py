@@ -158,7 +158,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         prediction=args.prediction,
         segmentation=args.segmentation,
         volumes=pair_volumes(args.pred_volumes, args.seg_volumes),
-        model=args.model,
+        models=args.model,
         config=config,
         config_files=args.configfiles,
         repo=args.repo,
@@ -247,7 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmentation", required=True, help="label OME-Zarr of the held-out volume")
     p.add_argument("--pred-volumes", nargs="*", default=[], help="pred/<name>.ome.zarr of unlabelled volumes")
     p.add_argument("--seg-volumes", nargs="*", default=[], help="seg/<name>.ome.zarr, same names")
-    p.add_argument("--model", default=None, help="checkpoint to checksum into provenance.json")
+    p.add_argument(
+        "--model",
+        nargs="*",
+        default=[],
+        help="checkpoints (ensemble members 0, 1, ...) to checksum into provenance.json",
+    )
     p.add_argument("--config-json", default=None, help="the workflow's config as JSON, for provenance")
     p.add_argument("--configfiles", nargs="*", default=[], help="config files the workflow read")
     p.add_argument("--repo", default=None, help="directory inside the workflow's git repository")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -260,7 +260,7 @@ def build_report(
     per_threshold_csv: str | os.PathLike | None = None,
     per_slice_csv: str | os.PathLike | None = None,
     volumes: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]] | None = None,
-    model: str | os.PathLike | None = None,
+    models: Sequence[str | os.PathLike] = (),
     config: Mapping | None = None,
     config_files: Iterable[str | os.PathLike] = (),
     repo: str | os.PathLike | None = None,
@@ -286,8 +286,9 @@ def build_report(
         Default: ``metrics_per_threshold.csv`` and ``metrics_per_slice.csv`` beside ``metrics_csv``.
     volumes : mapping, optional
         ``{name: (prediction, segmentation)}`` of volumes without labels, shown as orthogonal views.
-    model : str or path-like, optional
-        The checkpoint, checksummed into the provenance.
+    models : sequence of path-like, optional
+        The checkpoints predict averaged (ensemble members 0, 1, ...), checksummed into the provenance as
+        ``model``, ``model/member1``, ...
     config : mapping, optional
         The workflow's configuration, recorded with its hash and seeds.
     config_files : iterable of path-like, optional
@@ -329,7 +330,7 @@ def build_report(
         "data": data,
         "prediction": prediction,
         "segmentation": segmentation,
-        **({"model": model} if model is not None else {}),
+        **{"model" if k == 0 else f"model/member{k}": path for k, path in enumerate(models)},
         **{
             f"{kind}/{name}": path
             for name, pair in volumes.items()
