@@ -407,6 +407,71 @@ def test_bad_metrics_csv_is_refused(tmp_path, text, message):
         read_eval_metrics(path)
 
 
+def _drop_column(column):
+    return lambda frame: frame.drop(columns=column)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        ("per_slice", _drop_column("method"), r"needs columns .* missing \['method'\]"),
+        ("per_threshold", _drop_column("rand_error"), r"needs columns .* missing \['rand_error'\]"),
+        ("train_log", lambda frame: frame.iloc[:0, :0], "not a readable CSV"),
+        (
+            "train_log",
+            lambda frame: frame.assign(loss="oops"),
+            "column 'loss' holds values that are not numbers",
+        ),
+        ("metrics", lambda frame: pd.concat([frame, frame.iloc[:1]]), "pixel_error of 'unet' appears twice"),
+        (
+            "metrics",
+            lambda frame: frame.assign(value="oops"),
+            "column 'value' holds values that are not numbers",
+        ),
+    ],
+    ids=[
+        "per-slice no method",
+        "per-threshold no rand",
+        "empty log",
+        "log words",
+        "metric twice",
+        "metric words",
+    ],
+)
+def test_damaged_csv_inputs_name_their_file(run, tmp_path, name, damage, message):
+    sources = {
+        "metrics": run.metrics,
+        "per_threshold": run.metrics.with_name("metrics_per_threshold.csv"),
+        "per_slice": run.metrics.with_name("metrics_per_slice.csv"),
+        "train_log": run.train_log,
+    }
+    paths = {key: tmp_path / path.name for key, path in sources.items()}
+    for key, path in sources.items():
+        frame = pd.read_csv(path)
+        (damage(frame) if key == name else frame).to_csv(paths[key], index=False)
+    with pytest.raises(ValueError, match=f"{re.escape(str(paths[name]))}: {message}"):
+        build_report(
+            tmp_path / "r",
+            metrics_csv=paths["metrics"],
+            per_threshold_csv=paths["per_threshold"],
+            per_slice_csv=paths["per_slice"],
+            train_log=paths["train_log"],
+            data=run.store,
+            prediction=run.pred,
+            segmentation=run.seg,
+        )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("swap", ["data", "prediction"])
+def test_images_of_another_volume_name_the_file(run, tmp_path, swap):
+    images = {"data": run.store, "prediction": run.pred, "segmentation": run.seg}
+    images[swap] = run.pred if swap == "data" else run.extra_pred
+    message = "no labels/cells in it" if swap == "data" else r"shape \(3, 20, 30\) differs from"
+    with pytest.raises(ValueError, match=f"{re.escape(str(images[swap]))}: {message}"):
+        build_report(tmp_path / "r", metrics_csv=run.metrics, train_log=run.train_log, **images)
+
+
 def test_build_report_refuses_bad_slices_and_volume_pairs(run, tmp_path):
     common = dict(train_log=run.train_log, data=run.store, prediction=run.pred, segmentation=run.seg)
     with pytest.raises(ValueError, match=r"volumes\['x'\] must be a \(prediction, segmentation\) pair"):

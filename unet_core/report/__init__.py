@@ -47,11 +47,14 @@ from ._provenance import (
 )
 from ._tables import (
     DEFINITIONS,
+    EVALUATE,
+    ISBI_METRICS,
     PAPER_SOURCE,
     PUBLISHED,
     held_out_note,
     html_table,
     latex_table,
+    read_checked_csv,
     read_eval_metrics,
     slice_range_text,
     summary_table,
@@ -338,6 +341,16 @@ def build_report(
         },
     }
     refuse_overwriting_input(out_dir, *inputs.values())  # the folder is replaced as a whole
+    metric_columns = [*ISBI_METRICS, "threshold"]
+    per_threshold = read_checked_csv(
+        per_threshold_csv, ["method", *metric_columns], numeric=metric_columns, writer=EVALUATE
+    )
+    per_slice = read_checked_csv(
+        per_slice_csv, ["method", "metric", "slice", "value"], numeric=["slice", "value"], writer=EVALUATE
+    )
+    training_log = read_checked_csv(
+        train_log, ["iteration", "loss"], numeric=["iteration", "loss"], writer="`unet-core train`"
+    )
     record = provenance(
         config=config,
         config_files=config_files,
@@ -355,9 +368,9 @@ def build_report(
         figures = _write_figures(
             tmp / "figures",
             table=table,
-            per_threshold=pd.read_csv(per_threshold_csv),
-            per_slice=pd.read_csv(per_slice_csv),
-            train_log=pd.read_csv(train_log),
+            per_threshold=per_threshold,
+            per_slice=per_slice,
+            train_log=training_log,
             scored=scored,
             images={"data": data, "prediction": prediction, "segmentation": segmentation},
             volumes=volumes,

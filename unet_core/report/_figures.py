@@ -167,8 +167,18 @@ def held_out_figure(
         Per slice, the number of ``split`` and ``merge`` pixels marked.
     """
     root = zarr.open_group(store=os.fspath(data), mode="r")
+    if "labels/cells/0" not in root:
+        raise ValueError(
+            f"{data}: no labels/cells in it; give the data.ome.zarr that `unet-core prepare` wrote"
+        )
     prob_volume = io.open_volume(prediction).array
     seg_volume = io.open_volume(segmentation).array
+    for path, volume in ((prediction, prob_volume), (segmentation, seg_volume)):
+        if volume.shape != root["0"].shape:
+            raise ValueError(
+                f"{path}: shape {volume.shape} differs from {data}'s {root['0'].shape}; give the held-out "
+                "volume's prediction and segmentation"
+            )
     fig, axes = plt.subplots(
         len(zs), 5, figsize=(13.5, 0.6 + 2.7 * len(zs)), squeeze=False, layout="constrained"
     )

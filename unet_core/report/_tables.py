@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ import pandas as pd
 EVAL_COLUMNS = ("method", "metric", "value", "threshold", "slices")
 #: The three ISBI 2012 scores of Table 1, in the paper's column order.
 ISBI_METRICS = ("warping_error", "rand_error", "pixel_error")
+EVALUATE = "`unet-core evaluate`"
 #: Further scores of ours that the CSV carries (no published counterpart).
 EXTRA_METRICS = ("pixel_error_at_0.5", "n_split", "n_merge", "vrand", "vinfo")
 METRIC_NAMES = {"warping_error": "Warping error", "rand_error": "Rand error", "pixel_error": "Pixel error"}
@@ -61,6 +62,30 @@ def held_out_note(slices: str) -> str:
     )
 
 
+def read_checked_csv(
+    path: str | os.PathLike, columns: Sequence[str], *, numeric: Sequence[str] = (), writer: str
+) -> pd.DataFrame:
+    """A CSV that ``writer`` wrote, with ``columns`` present and ``numeric`` ones holding numbers; any
+    other content is one ValueError naming the file."""
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path}: not a readable CSV ({type(err).__name__}: {err}); write it with {writer}"
+        ) from err
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: needs columns {list(columns)}, missing {missing}; write it with {writer}")
+    if frame.empty:
+        raise ValueError(f"{path}: has no rows; write it with {writer}")
+    for column in numeric:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise ValueError(
+                f"{path}: column {column!r} holds values that are not numbers; write it with {writer}"
+            )
+    return frame
+
+
 def read_eval_metrics(path: str | os.PathLike) -> pd.DataFrame:
     """``eval/metrics.csv`` checked for the columns and the ISBI metrics the report needs.
 
@@ -79,15 +104,13 @@ def read_eval_metrics(path: str | os.PathLike) -> pd.DataFrame:
     ValueError
         If a column is missing, or a method lacks one of the ISBI warping, Rand or pixel errors.
     """
-    frame = pd.read_csv(path)
-    missing = [c for c in EVAL_COLUMNS if c not in frame.columns]
-    if missing:
+    frame = read_checked_csv(path, EVAL_COLUMNS, numeric=("value", "threshold"), writer=EVALUATE)
+    twice = frame[frame.duplicated(["method", "metric"])]
+    if not twice.empty:
+        first = twice.iloc[0]
         raise ValueError(
-            f"{path}: metrics CSV needs columns {list(EVAL_COLUMNS)}, missing {missing}; "
-            "write it with `unet-core evaluate`"
+            f"{path}: {first['metric']} of {first['method']!r} appears twice; write it with {EVALUATE}"
         )
-    if frame.empty:
-        raise ValueError(f"{path}: metrics CSV has no rows; write it with `unet-core evaluate`")
     for method, rows in frame.groupby("method", sort=False):
         lacking = sorted(set(ISBI_METRICS) - set(rows["metric"]))
         if lacking:
