@@ -240,6 +240,25 @@ def test_gather_killed_after_checking_the_chunks_finishes_on_rerun(tmp_path, mod
     assert _store_bytes(out) == _store_bytes(tmp_path / "whole.ome.zarr")
 
 
+@pytest.mark.parametrize("leftover", ["root metadata lost", "deletion killed"])
+def test_a_work_store_a_kill_left_unreadable_is_started_afresh(tmp_path, model_file, volume, leftover):
+    path, _ = model_file
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume)
+    options = PredictOptions(block_shape=(1, 16, 32))
+    predict_file(path, source, tmp_path / "whole.ome.zarr", options=options)
+    out = tmp_path / "out.ome.zarr"
+    predict_file(path, source, out, options=options, shard=(0, 2))
+    work = PredictionStore(out).work
+    if leftover == "root metadata lost":  # killed while zarr created it, or while it was deleted
+        (work / "zarr.json").unlink()
+    else:  # a discard killed between its rename and the end of the deletion
+        work.rename(work.with_name(f".{work.name}.old-0123abcd"))
+    predict_file(path, source, out, options=options)
+    assert _store_bytes(out) == _store_bytes(tmp_path / "whole.ome.zarr")
+    assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name or p.name.endswith(".work")] == []
+
+
 def test_big_endian_input_predicts_as_native(tmp_path, model_file, volume):
     path, model = model_file
     zarr.create_array(str(tmp_path / "be.zarr"), data=volume.astype(">f4"), zarr_format=2)

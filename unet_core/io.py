@@ -625,15 +625,32 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         except OSError as err:
             if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                 raise
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        old = _aside(final)
         with contextlib.suppress(FileNotFoundError):  # another writer moved it first
             os.replace(final, old)
             olds.append(old)
     for old in olds:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+        _remove(old)
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Remove a file or folder at once: it is renamed to ``.<name>.old-*`` first, so a kill during a long
+    deletion leaves no half-deleted ``path`` (only the ``.old-`` copy, which `sweep_leftovers` removes)."""
+    final = Path(path)
+    old = _aside(final)
+    os.replace(final, old)
+    _remove(old)
+
+
+def _aside(final: Path) -> Path:
+    return final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:

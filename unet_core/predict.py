@@ -257,13 +257,16 @@ class PredictionStore:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         with open(self.output.parent / f".{self.output.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # shards starting together create the store once
+            io.sweep_leftovers(self.work)  # a stale store whose deletion was killed
             if self.work.exists():
-                attrs = dict(zarr.open_group(store=str(self.work), mode="r").attrs).get("unet_core", {})
+                attrs = _work_attributes(self.work)
                 if attrs.get("fingerprint") == key:
                     self.complete = attrs.get("complete", False)
                     return zarr.open_group(store=str(self.work), mode="r+")["0"]
-                log.warning("%s belongs to another model or options: starting afresh", self.work)
-                shutil.rmtree(self.work)
+                log.warning(
+                    "%s belongs to another model or options, or is damaged: starting afresh", self.work
+                )
+                io.discard(self.work)
             root = zarr.open_group(store=str(self.work), mode="w", zarr_format=3)
             self.done.mkdir()
             target = io.create_image(
@@ -290,7 +293,7 @@ class PredictionStore:
 
     def finish(self) -> None:
         """Check that every chunk is written, then move the store to the output path."""
-        if not self.work.exists():
+        if not self.work.exists() or not _work_attributes(self.work):
             raise ValueError(f"{self.work}: no prediction in progress; run the predict shards first")
         root = zarr.open_group(store=str(self.work), mode="r+")
         attrs = dict(root.attrs)["unet_core"]
@@ -311,8 +314,17 @@ class PredictionStore:
         # equal predictions are equal bytes, wherever and however they ran.
         root.attrs["unet_core"] = {"content": "probability of cell interior"}
         if self.output.exists():
-            shutil.rmtree(self.output)
+            io.discard(self.output)
         os.replace(self.work, self.output)
+
+
+def _work_attributes(work: Path) -> dict:
+    """The work store's own record; empty when a kill left the folder without its root metadata (while it
+    was being created or deleted)."""
+    try:
+        return dict(zarr.open_group(store=str(work), mode="r").attrs).get("unet_core", {})
+    except zarr.errors.GroupNotFoundError:
+        return {}
 
 
 def predict_blocks(
