@@ -64,6 +64,16 @@ def cli_args(section, **overrides):
     return " ".join(shlex.quote(a) for a in config_flags(config.get(section, {}) | overrides))
 
 
+def memory_per_attempt(mb):
+    """mem_mb that grows with each retry (the profile's `retries`): a rule's own value overrides the
+    profile's default-resources, so a fixed one would fail out of memory again and again."""
+
+    def mem_mb(wildcards, attempt):
+        return mb * attempt
+
+    return mem_mb
+
+
 def get_models():
     """best.pt of every ensemble member: member 0 in model/, member k in model/member<k>/."""
     members = range(1, config["ensemble"])

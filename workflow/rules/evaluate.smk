@@ -15,7 +15,7 @@ rule evaluate:
         "../../envs/unet-core.yaml"
     threads: config["threads"]["evaluate"]
     resources:
-        mem_mb=8000,
+        mem_mb=memory_per_attempt(8000),
         runtime=120,
     shell:
         "unet-core evaluate {input.prob:q} {input.data:q} --out {output.metrics:q}"

@@ -46,7 +46,7 @@ rule predict:
         "../../envs/unet-core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=memory_per_attempt(1000),
         runtime=30,
     shell:
         "unet-core predict {input.model:q} {input.volume:q} {output.prob:q} --gather > {log:q} 2>&1"

@@ -24,7 +24,7 @@ rule prepare:
         "../../envs/unet-core.yaml"
     threads: config["threads"]["prepare"]
     resources:
-        mem_mb=4000,
+        mem_mb=memory_per_attempt(4000),
         runtime=60,
     shell:
         "unet-core prepare {output.data:q} --threads {threads} {params.args} > {log:q} 2>&1"

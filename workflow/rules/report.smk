@@ -86,7 +86,7 @@ rule report:
         "../../envs/unet-core.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=memory_per_attempt(4000),
         runtime=30,
     shell:
         "unet-core report {params.out_dir:q} --metrics {input.metrics:q}"

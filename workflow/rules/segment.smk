@@ -11,7 +11,7 @@ rule segment:
         "../../envs/unet-core.yaml"
     threads: config["threads"]["segment"]
     resources:
-        mem_mb=8000,
+        mem_mb=memory_per_attempt(8000),
         runtime=240,
     shell:
         "unet-core segment {input.prob:q} {output.seg:q} --threads {threads} {params.args} > {log:q} 2>&1"

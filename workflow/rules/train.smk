@@ -17,8 +17,8 @@ rule train:
     threads: config["threads"]["train"]
     resources:
         gpu=config["gpus_per_job"],
-        mem_mb=16000,
-        runtime=720,
+        mem_mb=memory_per_attempt(16000),
+        runtime=1440,
     shell:
         "unet-core train {input.data:q} {params.out_dir:q} --threads {threads} {params.args}"
         " > {log:q} 2>&1"
