@@ -218,14 +218,20 @@ def test_input_written_anew_invalidates_old_chunks(tmp_path, model_file, volume)
     assert np.abs(io.read_volume(tmp_path / "out.ome.zarr") - _whole(model, volume)).max() <= 1e-5
 
 
-def test_gather_killed_after_checking_the_chunks_finishes_on_rerun(tmp_path, model_file, volume, monkeypatch):
+def _interrupted_prediction(tmp_path, model_file, volume, shard):
+    """A prediction that ran ``shard`` only, beside the uninterrupted one: (predict again, out, whole)."""
     path, _ = model_file
     source = tmp_path / "in.ome.zarr"
     io.write_image(source, volume)
     options = PredictOptions(block_shape=(1, 16, 32))
     predict_file(path, source, tmp_path / "whole.ome.zarr", options=options)
     out = tmp_path / "out.ome.zarr"
-    predict_file(path, source, out, options=options, shard=(0, 1))
+    predict_file(path, source, out, options=options, shard=shard)
+    return lambda: predict_file(path, source, out, options=options), out, tmp_path / "whole.ome.zarr"
+
+
+def test_gather_killed_after_checking_the_chunks_finishes_on_rerun(tmp_path, model_file, volume, monkeypatch):
+    rerun, out, whole = _interrupted_prediction(tmp_path, model_file, volume, shard=(0, 1))
 
     def killed(*args, **kwargs):  # a kill while the chunk markers are being removed
         raise KeyboardInterrupt
@@ -236,26 +242,20 @@ def test_gather_killed_after_checking_the_chunks_finishes_on_rerun(tmp_path, mod
             gather_prediction(out)
     shutil.rmtree(PredictionStore(out).done)  # the markers are gone, the store not yet in place
     assert not out.exists()
-    predict_file(path, source, out, options=options)
-    assert _store_bytes(out) == _store_bytes(tmp_path / "whole.ome.zarr")
+    rerun()
+    assert _store_bytes(out) == _store_bytes(whole)
 
 
 @pytest.mark.parametrize("leftover", ["root metadata lost", "deletion killed"])
 def test_a_work_store_a_kill_left_unreadable_is_started_afresh(tmp_path, model_file, volume, leftover):
-    path, _ = model_file
-    source = tmp_path / "in.ome.zarr"
-    io.write_image(source, volume)
-    options = PredictOptions(block_shape=(1, 16, 32))
-    predict_file(path, source, tmp_path / "whole.ome.zarr", options=options)
-    out = tmp_path / "out.ome.zarr"
-    predict_file(path, source, out, options=options, shard=(0, 2))
+    rerun, out, whole = _interrupted_prediction(tmp_path, model_file, volume, shard=(0, 2))
     work = PredictionStore(out).work
     if leftover == "root metadata lost":  # killed while zarr created it, or while it was deleted
         (work / "zarr.json").unlink()
     else:  # a discard killed between its rename and the end of the deletion
         work.rename(work.with_name(f".{work.name}.old-0123abcd"))
-    predict_file(path, source, out, options=options)
-    assert _store_bytes(out) == _store_bytes(tmp_path / "whole.ome.zarr")
+    rerun()
+    assert _store_bytes(out) == _store_bytes(whole)
     assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name or p.name.endswith(".work")] == []
 
 
