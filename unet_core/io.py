@@ -721,10 +721,7 @@ def sweep_leftovers(path: str | os.PathLike) -> list[Path]:
             continue  # gone already, a link, or not ours to open
         try:
             if kind == "old" or _lock(handle, wait=False):
-                if leftover.is_dir() and not leftover.is_symlink():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
+                _remove(leftover)
                 removed.append(leftover)
         finally:
             os.close(handle)

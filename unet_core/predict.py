@@ -293,10 +293,10 @@ class PredictionStore:
 
     def finish(self) -> None:
         """Check that every chunk is written, then move the store to the output path."""
-        if not self.work.exists() or not _work_attributes(self.work):
+        attrs = _work_attributes(self.work) if self.work.exists() else {}
+        if not attrs:
             raise ValueError(f"{self.work}: no prediction in progress; run the predict shards first")
         root = zarr.open_group(store=str(self.work), mode="r+")
-        attrs = dict(root.attrs)["unet_core"]
         if not attrs.get("complete"):
             total = attrs["chunks_total"]
             missing = sorted(set(range(total)) - {int(p.name) for p in self.done.iterdir()})

@@ -388,9 +388,8 @@ class Trainer:
 
     def fit(self) -> None:
         """Train until ``cfg.iterations``, resuming from ``last.pt`` when it belongs to this run."""
-        if not self.resume(
-            self.work_dir / "last.pt"
-        ):  # nothing of another run may be published with this one
+        # Not resuming: nothing of another run's work may be published with this one.
+        if not self.resume(self.work_dir / "last.pt"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not (self.work_dir / "augmentation.png").exists():

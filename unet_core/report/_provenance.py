@@ -324,8 +324,9 @@ def provenance(
     for path in config_files:
         if not Path(path).is_file():
             raise FileNotFoundError(f"config file {os.fspath(path)!r} does not exist")
-        if Path(path).resolve() not in seen:  # snakemake may list a file twice, relative and absolute
-            seen.add(Path(path).resolve())
+        resolved = Path(path).resolve()
+        if resolved not in seen:  # snakemake may list a file twice, relative and absolute
+            seen.add(resolved)
             files[os.fspath(path)] = sha256_file(path)
     jobs = benchmark_times(logs, benchmarks)
     return {

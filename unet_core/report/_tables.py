@@ -170,9 +170,14 @@ def _display_frame(table: pd.DataFrame, *, marker: str, escape: Callable[[str], 
     for name in ISBI_METRICS:
         value, threshold = (METRIC_NAMES[name], "error"), (METRIC_NAMES[name], "$t$")
         columns += [value, threshold]
-        data[value] = ["--" if np.isnan(v) else f"{v:.{_DECIMALS[name]}f}" for v in table[name]]
-        data[threshold] = ["--" if np.isnan(t) else f"{t:.2f}" for t in table[f"{name}_threshold"]]
+        data[value] = [_number(v, _DECIMALS[name]) for v in table[name]]
+        data[threshold] = [_number(t, 2) for t in table[f"{name}_threshold"]]
     return pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(columns))
+
+
+def _number(value: float, decimals: int) -> str:
+    """A table cell; ``--`` for a value not computed (NaN)."""
+    return "--" if np.isnan(value) else f"{value:.{decimals}f}"
 
 
 def latex_table(table: pd.DataFrame, *, label: str = "tab:unet-isbi") -> str:

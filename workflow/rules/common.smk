@@ -34,7 +34,8 @@ def read_volumes(path):
         try:
             validate(row.to_dict(), schema="../schemas/volumes.schema.yaml")
         except WorkflowError as err:
-            raise ValueError(f"{path}: volume {row.get('name', '?')!r}: {sheet_problem(err)}; fix that row") from None
+            problem = sheet_problem(err)
+            raise ValueError(f"{path}: volume {row.get('name', '?')!r}: {problem}; fix that row") from None
     if sheet["name"].duplicated().any() or (sheet["name"] == HELD_OUT).any():
         dupes = sorted(set(sheet["name"][sheet["name"].duplicated()]) | ({HELD_OUT} & set(sheet["name"])))
         raise ValueError(f"{path}: volume names must be unique and not '{HELD_OUT}'; rename {dupes}")
