@@ -31,6 +31,16 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     A previous ``path`` is replaced only after the new one is complete; on failure the temporary directory
     is removed and ``path`` is left as it was. What a killed writer left beside ``path`` is removed first
     (`sweep_leftovers`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The directory to write; its parent folders are created.
+
+    Yields
+    ------
+    pathlib.Path
+        The empty temporary directory ``.<name>.tmp-<hex>`` to fill.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +86,16 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 
 
 def discard(path: str | os.PathLike) -> None:
-    """Remove a file or folder at once: it is renamed to ``.<name>.old-*`` first, so a kill during a long
-    deletion leaves no half-deleted ``path`` (only the ``.old-`` copy, which `sweep_leftovers` removes)."""
+    """Remove a file or folder at once.
+
+    It is renamed to ``.<name>.old-*`` first, so a kill during a long deletion leaves no half-deleted
+    ``path`` (only the ``.old-`` copy, which `sweep_leftovers` removes).
+
+    Parameters
+    ----------
+    path : str or path-like
+        An existing file or folder.
+    """
     final = Path(path)
     old = _aside(final)
     os.replace(final, old)
@@ -96,7 +114,17 @@ def _remove(path: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write a file via temp + rename so readers never see a partial file."""
+    """Write a file via temp + rename so readers never see a partial file.
+
+    The file gets the mode of a plain ``open`` (0o666 less the umask), not ``mkstemp``'s 0o600.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write; its parent folders are created and a previous file is replaced.
+    payload : bytes
+        The whole content.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(final)
@@ -143,10 +171,20 @@ def _claim_temporary(final: Path, *, directory: bool) -> tuple[Path, int]:
 
 
 def sweep_leftovers(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary copies of ``path`` that killed writers left beside it; returns them.
+    """Remove the temporary copies of ``path`` that killed writers left beside it.
 
     ``.<name>.tmp-*`` entries are removed only when no live process holds their lock (so a concurrent
     writer of the same path keeps its copy), ``.<name>.old-*`` (a replaced output) always.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The output whose leftovers to remove; it need not exist.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The leftovers removed.
     """
     final = Path(path)
     pattern = re.compile(rf"\.{re.escape(final.name)}\.(tmp|old)-[0-9a-f]{{8}}")
@@ -173,5 +211,13 @@ def sweep_leftovers(path: str | os.PathLike) -> list[Path]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Text version of `atomic_write_bytes`."""
+    """Write ``text`` (UTF-8) to ``path`` like `atomic_write_bytes`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write.
+    text : str
+        The whole content.
+    """
     atomic_write_bytes(path, text.encode())

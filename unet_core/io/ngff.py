@@ -116,7 +116,28 @@ def write_image(
     label: bool = False,
     attrs: dict | None = None,
 ) -> None:
-    """Write a (Z, Y, X) array as a single-image OME-Zarr store, atomically."""
+    """Write a (Z, Y, X) array as a single-image OME-Zarr store, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The store to write; a previous store at ``path`` is replaced once the new one is complete.
+    data : ndarray
+        A (Z, Y, X) array, or a 2D image (written as one slice).
+    chunks : sequence of 3 int
+        Chunk shape, clipped to the array's shape.
+    voxel_size, unit
+        Recorded in the NGFF scale and axes (see `ngff_image_attrs`).
+    label : bool
+        Mark the image as an NGFF label image.
+    attrs : dict, optional
+        More attributes of the root group, beside ``"ome"``.
+
+    Raises
+    ------
+    VolumeError
+        If ``data`` is not 2D or (Z, Y, X).
+    """
     data = _as_zyx(np.asarray(data), os.fspath(path))
     with atomic_directory(path) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
