@@ -17,14 +17,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from ..io.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -448,8 +450,8 @@ def save_augmentation_panel(
     Parameters
     ----------
     path : str or PathLike
-        Output PNG; parent folders are created; written atomically (temporary file, then
-        rename).
+        Output PNG; parent folders are created; written atomically (rendered in memory, then
+        `unet_core.io.atomic.atomic_write_bytes`).
     examples : sequence of (raw, labels, weights)
         2D arrays; raw shown in gray on [0, 1], labels and weights with their own colour scale.
 
@@ -484,14 +486,8 @@ def save_augmentation_panel(
     for ax, title in zip(axes[0], ("raw", "labels", "weights"), strict=True):
         ax.set_title(title)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not tempfile.mkstemp: its 0600 mode would survive the rename
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    png = BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    atomic_write_bytes(path, png.getvalue())
     logger.info("wrote augmentation panel with %d examples to %s", len(examples), path)
     return path
