@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..io.atomic import atomic_write_bytes
+from ..mirror import reflect_indices
 
 logger = logging.getLogger(__name__)
 
@@ -192,21 +193,13 @@ def dense_displacement(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return np.einsum("yi,cij,xj->cyx", w_y, coarse, w_x, optimize=True)
 
 
-def _fold(index: np.ndarray, size: int) -> np.ndarray:
-    """Fold integer indices into [0, size) by mirroring about the edge pixels (d c b | a b c d)."""
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * (size - 1)
-    index = np.abs(index) % period
-    return np.where(index >= size, period - index, index)
-
-
 def _mirror(index: np.ndarray, size: int) -> np.ndarray:
-    """:func:`_fold` through a lookup table over the index range (integer modulo is slow)."""
+    """:func:`~unet_core.mirror.reflect_indices` (scipy.ndimage's ``mode="mirror"``) through a lookup
+    table over the index range (integer modulo is slow)."""
     low, high = int(index.min()), int(index.max())
     if low >= 0 and high < size:
         return index
-    table = _fold(np.arange(low, high + 1), size)
+    table = reflect_indices(np.arange(low, high + 1), size)
     return table[index - low]
 
 
