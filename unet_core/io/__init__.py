@@ -12,7 +12,14 @@ Modules: `volume` (`open_volume` and the reading helpers), one reader per format
 writer) and `atomic` (temp-and-rename writes and their locks, used by every writer of the package).
 """
 
-from .atomic import atomic_directory, atomic_write_bytes, atomic_write_text, discard, sweep_leftovers
+from .atomic import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_text,
+    discard,
+    move_into_place,
+    sweep_leftovers,
+)
 from .hdf5 import HDF5_PATH, HDF5_SUFFIXES
 from .ngff import AXES, NGFF_VERSION, compressor, create_image, ngff_image_attrs, write_image
 from .slices import SLICE_SUFFIXES
@@ -41,6 +48,7 @@ __all__ = [
     "compressor",
     "create_image",
     "discard",
+    "move_into_place",
     "ngff_image_attrs",
     "open_volume",
     "read_slices",

@@ -48,7 +48,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp, handle = _claim_temporary(final, directory=True)
     try:
         yield tmp
-        _move_into_place(tmp, final)
+        move_into_place(tmp, final)
     finally:
         if tmp.exists():
             _remove_settled(tmp)
@@ -66,9 +66,20 @@ def _remove_settled(path: Path, *, settle: float = 0.05, timeout: float = 5.0) -
             return
 
 
-def _move_into_place(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, first moving a previous ``final`` aside; when writers of the same output
-    race, each move succeeds and the last one's copy stays."""
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename the finished ``tmp`` to ``final``, replacing a previous ``final``.
+
+    A previous ``final`` stays readable until it is replaced: a file by the rename itself; a folder, which
+    a rename cannot replace, is moved aside to ``.<name>.old-*`` just before and removed once ``tmp`` is in
+    place. When writers of the same output race, each move succeeds and the last one's copy stays.
+
+    Parameters
+    ----------
+    tmp : pathlib.Path
+        A complete file or folder beside ``final``, on the same file system.
+    final : pathlib.Path
+        Where it goes.
+    """
     olds = []
     while True:
         try:
