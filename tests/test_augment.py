@@ -1,6 +1,8 @@
 """Tests of unet_core.data.augment: paper-style augmentation of training tiles."""
 
 import dataclasses
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -341,6 +343,23 @@ def test_save_augmentation_panel_writes_one_row_per_example(tmp_path):
     image = imread(path)
     assert image.shape[0] == 3 * 3 * 100 and image.shape[1] == 9 * 100
     assert image[..., :3].std() > 0.05
+
+
+def test_save_augmentation_panel_gets_the_mode_the_umask_gives(tmp_path):
+    old = os.umask(0o027)
+    try:  # a temporary file's 0600 mode must not survive the rename
+        path = save_augmentation_panel(tmp_path / "panel.png", [_tile()])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_save_augmentation_panel_sweeps_what_a_killed_writer_left(tmp_path):
+    (tmp_path / ".panel.png.tmp-0badc0de").write_bytes(b"half a png")  # no live writer holds its lock
+    (tmp_path / "panel.png").write_bytes(b"an older panel")
+    save_augmentation_panel(tmp_path / "panel.png", [_tile()])
+    assert [p.name for p in tmp_path.iterdir()] == ["panel.png"]
+    assert (tmp_path / "panel.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
+import errno
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -244,6 +247,24 @@ def test_gather_killed_after_checking_the_chunks_finishes_on_rerun(tmp_path, mod
     assert not out.exists()
     rerun()
     assert _store_bytes(out) == _store_bytes(whole)
+
+
+def test_a_failed_gather_leaves_the_previous_prediction_in_place(tmp_path, model_file, volume, monkeypatch):
+    _, out, _ = _interrupted_prediction(tmp_path, model_file, volume, shard=(0, 1))
+    io.write_image(out, np.zeros_like(volume))  # what an earlier run published
+    work, rename = PredictionStore(out).work, os.replace
+
+    def failing(source, target):  # the store cannot be moved into place (an I/O error)
+        if Path(source) == work:
+            raise OSError(errno.EIO, "Input/output error")
+        rename(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", failing)
+        with pytest.raises(OSError, match="Input/output error"):
+            gather_prediction(out)
+    assert np.array_equal(io.read_volume(out), np.zeros_like(volume))
+    assert work.exists()
 
 
 @pytest.mark.parametrize("leftover", ["root metadata lost", "deletion killed"])

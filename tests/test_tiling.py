@@ -8,16 +8,10 @@ from unet_core.tiling import (
     Roi,
     block_side_for_overhead,
     halo_overhead,
-    mirror_indices,
     network_input,
     plan_blocks,
     read_mirrored,
 )
-
-
-def test_mirror_indices_fold_at_both_borders():
-    assert mirror_indices(-3, 6, 4).tolist() == [2, 1, 0, 0, 1, 2, 3, 3, 2]
-    assert mirror_indices(-2, 3, 1).tolist() == [0, 0, 0, 0, 0]
 
 
 def test_read_mirrored_uses_real_data_inside_and_mirror_outside():

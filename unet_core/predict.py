@@ -313,9 +313,7 @@ class PredictionStore:
         # The output records what it holds, not how it was made (that is in the work store and the logs):
         # equal predictions are equal bytes, wherever and however they ran.
         root.attrs["unet_core"] = {"content": "probability of cell interior"}
-        if self.output.exists():
-            io.discard(self.output)
-        os.replace(self.work, self.output)
+        io.move_into_place(self.work, self.output)  # a previous prediction stays readable until replaced
 
 
 def _work_attributes(work: Path) -> dict:

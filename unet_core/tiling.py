@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .mirror import symmetric_indices
 from .model import context, valid_output_size
 
 
@@ -71,23 +72,13 @@ def plan_blocks(shape: Sequence[int], block_shape: Sequence[int]) -> list[Block]
     return blocks
 
 
-def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
-    """Indices ``start..stop-1`` folded into ``[0, size)`` by mirroring at the borders (edge repeated).
-
-    The fold depends only on the absolute coordinate, so overlapping reads agree wherever they overlap.
-
-    >>> mirror_indices(-2, 5, 3).tolist()
-    [1, 0, 0, 1, 2, 2, 1]
-    """
-    period = 2 * size
-    idx = np.arange(start, stop) % period
-    return np.where(idx < size, idx, period - 1 - idx)
-
-
 def mirror_plan(roi: Roi, shape: Sequence[int]) -> tuple[tuple[slice, ...], list[np.ndarray]]:
     """How to read ``roi`` from a volume of ``shape``: one bounding box of real data, and per axis the
-    indices (relative to that box) that unfold it into the mirrored roi."""
-    indices = [mirror_indices(b, e, s) for b, e, s in zip(roi.begin, roi.end, shape, strict=True)]
+    indices (relative to that box) that unfold it into the mirrored roi, edge pixels repeated
+    (`unet_core.mirror.symmetric_indices`)."""
+    indices = [
+        symmetric_indices(np.arange(b, e), s) for b, e, s in zip(roi.begin, roi.end, shape, strict=True)
+    ]
     lo = [int(i.min()) for i in indices]
     box = tuple(slice(a, int(i.max()) + 1) for a, i in zip(lo, indices, strict=True))
     return box, [i - a for i, a in zip(indices, lo, strict=True)]

@@ -17,14 +17,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from ..io.atomic import atomic_write_bytes
+from ..mirror import reflect_indices
 
 logger = logging.getLogger(__name__)
 
@@ -190,21 +193,13 @@ def dense_displacement(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return np.einsum("yi,cij,xj->cyx", w_y, coarse, w_x, optimize=True)
 
 
-def _fold(index: np.ndarray, size: int) -> np.ndarray:
-    """Fold integer indices into [0, size) by mirroring about the edge pixels (d c b | a b c d)."""
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * (size - 1)
-    index = np.abs(index) % period
-    return np.where(index >= size, period - index, index)
-
-
 def _mirror(index: np.ndarray, size: int) -> np.ndarray:
-    """:func:`_fold` through a lookup table over the index range (integer modulo is slow)."""
+    """:func:`~unet_core.mirror.reflect_indices` (scipy.ndimage's ``mode="mirror"``) through a lookup
+    table over the index range (integer modulo is slow)."""
     low, high = int(index.min()), int(index.max())
     if low >= 0 and high < size:
         return index
-    table = _fold(np.arange(low, high + 1), size)
+    table = reflect_indices(np.arange(low, high + 1), size)
     return table[index - low]
 
 
@@ -448,8 +443,8 @@ def save_augmentation_panel(
     Parameters
     ----------
     path : str or PathLike
-        Output PNG; parent folders are created; written atomically (temporary file, then
-        rename).
+        Output PNG; parent folders are created; written atomically (rendered in memory, then
+        `unet_core.io.atomic.atomic_write_bytes`).
     examples : sequence of (raw, labels, weights)
         2D arrays; raw shown in gray on [0, 1], labels and weights with their own colour scale.
 
@@ -484,14 +479,8 @@ def save_augmentation_panel(
     for ax, title in zip(axes[0], ("raw", "labels", "weights"), strict=True):
         ax.set_title(title)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not tempfile.mkstemp: its 0600 mode would survive the rename
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    png = BytesIO()
+    figure.savefig(png, format="png", dpi=100)
+    atomic_write_bytes(path, png.getvalue())
     logger.info("wrote augmentation panel with %d examples to %s", len(examples), path)
     return path
