@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from unet_core.cli import _dataclass_from_args, build_parser, config_flags, main
+from unet_core.segment import SegmentOptions
 
 
 def test_help_lists_every_stage(capsys):
@@ -34,6 +35,15 @@ def test_config_sections_become_the_options_that_parse_back_to_them():
     assert _dataclass_from_args(PredictOptions, args) == PredictOptions(
         **predict | {"block_shape": (1, 256, 256)}
     )
+    segment = {"method": "watershed", "threshold": 0.3, "seed_threshold": 0.8, "min_size": 5}
+    args = build_parser().parse_args(["segment", "in", "out", *config_flags(segment)])
+    assert _dataclass_from_args(SegmentOptions, args) == SegmentOptions(**segment)
+
+
+def test_segment_defaults_are_those_of_segment_options():
+    args = build_parser().parse_args(["segment", "in", "out"])
+    assert _dataclass_from_args(SegmentOptions, args) == SegmentOptions()
+    assert args.method == "components"
 
 
 def test_user_error_is_one_line_and_exit_code_2(tmp_path):
@@ -63,7 +73,13 @@ def test_invalid_tile_size_names_the_fix(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["prepare"], ["nonsense"], ["predict", "m.pt", "in.zarr", "out.zarr", "--threads", "-1"]]
+    "argv",
+    [
+        ["prepare"],
+        ["nonsense"],
+        ["predict", "m.pt", "in.zarr", "out.zarr", "--threads", "-1"],
+        ["segment", "p.zarr", "s.zarr", "--method", "magic"],
+    ],
 )
 def test_usage_errors_exit_nonzero(argv):
     assert main(argv) == 2

@@ -1,7 +1,7 @@
 """The ``unet-core`` command line: one subcommand per workflow stage.
 
-Options of ``prepare``, ``train`` and ``predict`` are generated from the fields of their config dataclasses,
-so a new field is a new flag (``tile_size`` -> ``--tile-size``) without touching this file.
+Options of ``prepare``, ``train``, ``predict`` and ``segment`` are generated from the fields of their config
+dataclasses, so a new field is a new flag (``tile_size`` -> ``--tile-size``) without touching this file.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
             args = typing.get_args(hint)
         if hint is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif typing.get_origin(hint) is typing.Literal:
+            parser.add_argument(flag, type=type(args[0]), choices=args, default=default)
         elif typing.get_origin(hint) is tuple:
             parser.add_argument(flag, type=args[0], nargs=len(args), default=default, metavar=f.name.upper())
         else:
@@ -111,17 +113,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    from .segment import segment_file
+    from .segment import SegmentOptions, segment_file
 
-    segment_file(
-        args.prediction,
-        args.output,
-        threshold=args.threshold,
-        method=args.method,
-        seed_threshold=args.seed_threshold,
-        min_size=args.min_size,
-        n_workers=args.threads,
-    )
+    options = _dataclass_from_args(SegmentOptions, args)
+    segment_file(args.prediction, args.output, options=options, n_workers=args.threads)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -179,6 +174,7 @@ def cmd_install_profiles(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .predict import PredictOptions
     from .prepare import PrepareConfig
+    from .segment import SegmentOptions
     from .train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="unet-core", description=__doc__.splitlines()[0])
@@ -218,13 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="probabilities to instance labels")
     p.add_argument("prediction", help="probability OME-Zarr from predict")
     p.add_argument("output", help="label OME-Zarr to write")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--method", choices=("components", "watershed"), default="components")
-    p.add_argument("--seed-threshold", type=float, default=0.9)
-    p.add_argument("--min-size", type=int, default=0)
     p.add_argument(
         "--threads", type=_positive_int, default=None, help="threads labelling blocks (default: all cores)"
     )
+    _add_dataclass_options(p, SegmentOptions)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="ISBI pixel and Rand errors of a prediction against labels")
