@@ -135,7 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     import json
 
-    from .report import build_report, pair_volumes
+    from .report import ReportInputs, ReportProvenance, build_report, pair_volumes
 
     try:
         config = None if args.config_json is None else json.loads(args.config_json)
@@ -143,8 +143,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise ValueError(f"--config-json must be a JSON object: {err}") from err
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"--config-json must be a JSON object, got {type(config).__name__}")
-    build_report(
-        args.out_dir,
+    inputs = ReportInputs(
         metrics_csv=args.metrics,
         per_threshold_csv=args.per_threshold,
         per_slice_csv=args.per_slice,
@@ -154,14 +153,15 @@ def cmd_report(args: argparse.Namespace) -> None:
         segmentation=args.segmentation,
         volumes=pair_volumes(args.pred_volumes, args.seg_volumes),
         models=args.model,
+    )
+    provenance = ReportProvenance(
         config=config,
         config_files=args.configfiles,
         repo=args.repo,
         logs=args.logs,
         benchmarks=args.benchmarks,
-        title=args.title,
-        n_slices=args.n_slices,
     )
+    build_report(args.out_dir, inputs, provenance=provenance, title=args.title, n_slices=args.n_slices)
 
 
 def cmd_install_profiles(args: argparse.Namespace) -> None:
