@@ -1,9 +1,18 @@
+import argparse
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
-from unet_core.cli import _dataclass_from_args, build_parser, config_flags, main
+from unet_core.cli import (
+    _add_dataclass_options,
+    _dataclass_from_args,
+    attribute_docs,
+    build_parser,
+    config_flags,
+    main,
+)
 from unet_core.segment import SegmentOptions
 
 
@@ -83,3 +92,92 @@ def test_invalid_tile_size_names_the_fix(tmp_path, capsys):
 )
 def test_usage_errors_exit_nonzero(argv):
     assert main(argv) == 2
+
+
+def _stages(parser):
+    """The subcommands' parsers by name."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_option_of_every_stage_has_help():
+    parser = build_parser()
+    stages = _stages(parser)
+    assert {"prepare", "train", "predict", "segment", "evaluate", "report", "install-profiles"} <= set(stages)
+    for name, command in {"unet-core": parser, **stages}.items():
+        for action in command._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help and action.help.strip() and action.help != argparse.SUPPRESS, (
+                    name,
+                    action.option_strings or action.dest,
+                )
+
+
+def test_generated_help_is_the_field_documentation_with_the_default(capsys):
+    assert main(["prepare", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--raw RAW The stack and its labels, both or neither" in out
+    assert "so one key moves a dataset --labels-kind" in out  # no default shown for an empty string
+    assert "(default: 10.0)" in out and "first 80 % train" in out
+    assert "(default: 1 512 512)" in out  # a tuple as the command line writes it
+    assert main(["predict", "--help"]) == 0
+    assert "(default: --no-tta)" in " ".join(capsys.readouterr().out.split())
+    assert main(["segment", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{components,watershed}" in out and "(default: components)" in out
+
+
+def test_attribute_docs_reads_grouped_entries_and_stops_at_the_next_section():
+    class Documented:
+        """Summary.
+
+        Attributes
+        ----------
+        low, high : int
+            The ``range``,
+            half-open.
+
+        flag : bool
+            On or off.
+
+        Notes
+        -----
+        not : an attribute
+        """
+
+    assert attribute_docs(Documented) == {
+        "low": "The range, half-open.",
+        "high": "The range, half-open.",
+        "flag": "On or off.",
+    }
+    assert attribute_docs(int) == {}
+
+
+def test_a_field_without_documentation_fails_loudly():
+    @dataclasses.dataclass
+    class Options:
+        """Attributes
+        ----------
+        a : int
+            Documented.
+        """
+
+        a: int = 0
+        b: int = 1
+
+    with pytest.raises(TypeError, match=r"Options.b has no description in the Attributes section .* --b\)"):
+        _add_dataclass_options(argparse.ArgumentParser(), Options)
+
+
+def test_documentation_of_a_field_that_does_not_exist_fails_loudly():
+    @dataclasses.dataclass
+    class Options:
+        """Attributes
+        ----------
+        a, gone : int
+            Documented.
+        """
+
+        a: int = 0
+
+    with pytest.raises(TypeError, match=r"Options's docstring documents \['gone'\], which are not fields"):
+        _add_dataclass_options(argparse.ArgumentParser(), Options)
