@@ -96,7 +96,7 @@ def mirror_plan(roi: Roi, shape: Sequence[int]) -> tuple[tuple[slice, ...], list
 def unfold(box_data: np.ndarray, take: list[np.ndarray]) -> np.ndarray:
     """Apply the indices of `mirror_plan` to the data read from its bounding box."""
     data = np.asarray(box_data)
-    for axis, indices in enumerate(take):  # one gather per mirrored axis: 5x faster than np.ix_
+    for axis, indices in enumerate(take):  # one gather per mirrored axis: cheaper than np.ix_
         if len(indices) != data.shape[axis] or (indices != np.arange(len(indices))).any():
             data = np.take(data, indices, axis=axis)
     return data  # not copied when fully inside the volume
