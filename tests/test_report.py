@@ -8,6 +8,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,8 @@ from unet_core.evaluate import evaluate_files
 from unet_core.prepare import PrepareConfig, prepare
 from unet_core.report import (
     FIGURES,
+    ReportInputs,
+    ReportProvenance,
     benchmark_times,
     build_report,
     choose_slices,
@@ -117,8 +120,7 @@ def run(tmp_path_factory):
     config_file.write_text(yaml.safe_dump(config))
     repo = _git_repo(base / "repo")
     out = base / "report"
-    build_report(
-        out,
+    inputs = ReportInputs(
         metrics_csv=metrics,
         train_log=train_log,
         data=store,
@@ -126,11 +128,14 @@ def run(tmp_path_factory):
         segmentation=seg,
         volumes={"extra": (extra_pred, extra_seg)},
         models=[model],
+    )
+    recorded = ReportProvenance(
         config=config,
         config_files=[config_file, os.path.relpath(config_file)],  # snakemake may list one file twice
         repo=repo,
         logs=logs,
     )
+    build_report(out, inputs, provenance=recorded)
     return SimpleNamespace(**locals())
 
 
@@ -382,6 +387,24 @@ def test_find_seeds_walks_nested_sections():
     }
 
 
+def test_report_inputs_name_every_file_and_find_the_csvs_beside_metrics():
+    inputs = ReportInputs(
+        metrics_csv="eval/metrics.csv",
+        train_log="model/train_log.csv",
+        data="data.ome.zarr",
+        prediction="pred/heldout.ome.zarr",
+        segmentation="seg/heldout.ome.zarr",
+        volumes={"x": ("pred/x.ome.zarr", "seg/x.ome.zarr")},
+        models=["model/best.pt", "model/member1/best.pt"],
+    )
+    named = inputs.named_paths()
+    assert named["metrics_per_threshold"] == Path("eval/metrics_per_threshold.csv")
+    assert named["metrics_per_slice"] == Path("eval/metrics_per_slice.csv")
+    assert (named["model"], named["model/member1"]) == ("model/best.pt", "model/member1/best.pt")
+    assert (named["pred/x"], named["seg/x"]) == ("pred/x.ome.zarr", "seg/x.ome.zarr")
+    assert len(named) == 11
+
+
 def test_pair_volumes_matches_names():
     pairs = pair_volumes(["p/b.ome.zarr", "p/a.zarr"], ["s/a.zarr", "s/b.ome.zarr"])
     assert pairs == {"b": ("p/b.ome.zarr", "s/b.ome.zarr"), "a": ("p/a.zarr", "s/a.zarr")}
@@ -450,8 +473,7 @@ def test_damaged_csv_inputs_name_their_file(run, tmp_path, name, damage, message
         frame = pd.read_csv(path)
         (damage(frame) if key == name else frame).to_csv(paths[key], index=False)
     with pytest.raises(ValueError, match=f"{re.escape(str(paths[name]))}: {message}"):
-        build_report(
-            tmp_path / "r",
+        inputs = ReportInputs(
             metrics_csv=paths["metrics"],
             per_threshold_csv=paths["per_threshold"],
             per_slice_csv=paths["per_slice"],
@@ -460,6 +482,7 @@ def test_damaged_csv_inputs_name_their_file(run, tmp_path, name, damage, message
             prediction=run.pred,
             segmentation=run.seg,
         )
+        build_report(tmp_path / "r", inputs)
     assert not (tmp_path / "r").exists()
 
 
@@ -469,17 +492,17 @@ def test_images_of_another_volume_name_the_file(run, tmp_path, swap):
     images[swap] = run.pred if swap == "data" else run.extra_pred
     message = "no labels/cells in it" if swap == "data" else r"shape \(3, 20, 30\) differs from"
     with pytest.raises(ValueError, match=f"{re.escape(str(images[swap]))}: {message}"):
-        build_report(tmp_path / "r", metrics_csv=run.metrics, train_log=run.train_log, **images)
+        build_report(tmp_path / "r", ReportInputs(metrics_csv=run.metrics, train_log=run.train_log, **images))
 
 
 def test_build_report_refuses_bad_slices_and_volume_pairs(run, tmp_path):
     common = dict(train_log=run.train_log, data=run.store, prediction=run.pred, segmentation=run.seg)
     with pytest.raises(ValueError, match=r"volumes\['x'\] must be a \(prediction, segmentation\) pair"):
-        build_report(tmp_path / "r", metrics_csv=run.metrics, volumes={"x": str(run.extra_pred)}, **common)
+        ReportInputs(metrics_csv=run.metrics, volumes={"x": str(run.extra_pred)}, **common)
     metrics = pd.read_csv(run.metrics).assign(slices="held-out")
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
     with pytest.raises(ValueError, match="column 'slices' must hold 'START:STOP'"):
-        build_report(tmp_path / "r", metrics_csv=tmp_path / "metrics.csv", **common)
+        build_report(tmp_path / "r", ReportInputs(metrics_csv=tmp_path / "metrics.csv", **common))
     assert not (tmp_path / "r").exists()
 
 
@@ -488,14 +511,14 @@ def test_report_folder_that_holds_its_inputs_is_refused(run, folder):
     """The report replaces its folder as a whole: one holding the CSVs (or everything) would be deleted."""
     before = sorted(p.relative_to(run.base) for p in run.base.rglob("*"))
     with pytest.raises(ValueError, match="would overwrite the input"):
-        build_report(
-            run.base / folder,
+        inputs = ReportInputs(
             metrics_csv=run.metrics,
             train_log=run.train_log,
             data=run.store,
             prediction=run.pred,
             segmentation=run.seg,
         )
+        build_report(run.base / folder, inputs)
     assert sorted(p.relative_to(run.base) for p in run.base.rglob("*")) == before
 
 
@@ -515,3 +538,11 @@ def test_cli_refuses_config_that_is_not_a_json_object(run, tmp_path, capsys):
     assert "--config-json must be a JSON object" in capsys.readouterr().err
     assert main([*base, "--config-json", "[1, 2]"]) == 2
     assert "must be a JSON object, got list" in capsys.readouterr().err
+
+
+def test_figure_names_import_without_matplotlib():
+    """The workflow lists the report's files from `unet_core.report_figures` at every parse: keep it light."""
+    heavy = "{'matplotlib', 'zarr', 'torch'}"
+    code = f"import sys, unet_core.report_figures; print(sorted({heavy} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

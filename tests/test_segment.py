@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import zarr
@@ -5,7 +7,7 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 from unet_core import io, segment
-from unet_core.segment import segment_file, segment_slice
+from unet_core.segment import SegmentOptions, segment_file, segment_slice
 
 
 def test_components_are_4_connected():
@@ -70,7 +72,8 @@ def test_integer_probabilities_span_their_type_like_evaluate_reads_them(tmp_path
     io.write_image(tmp_path / "f.ome.zarr", prob)
     io.write_image(tmp_path / "u16.ome.zarr", np.round(prob * 65535).astype(np.uint16))
     for name in ("f", "u16"):
-        segment_file(tmp_path / f"{name}.ome.zarr", tmp_path / f"{name}_s.ome.zarr", method=method)
+        options = SegmentOptions(method=method)
+        segment_file(tmp_path / f"{name}.ome.zarr", tmp_path / f"{name}_s.ome.zarr", options=options)
     labels = io.read_volume(tmp_path / "u16_s.ome.zarr")
     assert np.array_equal(labels, io.read_volume(tmp_path / "f_s.ome.zarr")) and labels.max() == 1
 
@@ -139,9 +142,9 @@ def _assert_same_cells(labels, expected):
     assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
-def _segment(tmp_path, prob, chunks, **kwargs):
+def _segment(tmp_path, prob, chunks, **options):
     io.write_image(tmp_path / "p.ome.zarr", prob, chunks=chunks)
-    cells = segment_file(tmp_path / "p.ome.zarr", tmp_path / "s.ome.zarr", **kwargs)
+    cells = segment_file(tmp_path / "p.ome.zarr", tmp_path / "s.ome.zarr", options=SegmentOptions(**options))
     return cells, io.read_volume(tmp_path / "s.ome.zarr")
 
 
@@ -233,18 +236,16 @@ def test_watershed_ids_are_consecutive_after_min_size(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"method": "magic"}, "method must be one of"),
         ({"n_workers": 0}, "n_workers must be a positive number of threads, got 0"),
         (
             {"block_shape": (1, 6, 6)},
             r"block_shape must be 3 positive multiples of the input's chunks \(1, 4, 4\)",
         ),
         ({"block_shape": (1, 8)}, "block_shape must be 3 positive multiples"),
-        ({"block_shape": (1, 8, 8), "method": "watershed"}, "block_shape is for method 'components'"),
-        ({"threshold": 2.0}, r"threshold must be a probability in \[0, 1\), got 2.0"),
-        ({"seed_threshold": 1.0, "method": "watershed"}, r"seed_threshold must be a probability in \[0, 1\)"),
-        ({"threshold": float("nan")}, "threshold must be a probability"),
-        ({"min_size": -3}, "min_size must be >= 0 pixels"),
+        (
+            {"block_shape": (1, 8, 8), "options": SegmentOptions(method="watershed")},
+            "block_shape is for method 'components'",
+        ),
     ],
 )
 def test_bad_file_options_are_refused_before_work(tmp_path, kwargs, match):
@@ -252,3 +253,25 @@ def test_bad_file_options_are_refused_before_work(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         segment_file(tmp_path / "p.ome.zarr", tmp_path / "s.ome.zarr", **kwargs)
     assert not (tmp_path / "s.ome.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "magic"}, "method must be one of"),
+        ({"threshold": 2.0}, r"threshold must be a probability in \[0, 1\), got 2.0"),
+        ({"seed_threshold": 1.0, "method": "watershed"}, r"seed_threshold must be a probability in \[0, 1\)"),
+        ({"threshold": float("nan")}, "threshold must be a probability"),
+        ({"min_size": -3}, "min_size must be >= 0 pixels"),
+    ],
+)
+def test_bad_segment_options_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SegmentOptions(**kwargs)
+
+
+def test_slice_defaults_are_the_options_defaults():
+    prob = np.zeros((6, 6))
+    prob[1:3, 1:3], prob[4, 4] = 0.95, 0.6  # a cell, and a speck above threshold but below seed_threshold
+    defaults = SegmentOptions()
+    assert np.array_equal(segment_slice(prob), segment_slice(prob, **dataclasses.asdict(defaults)))

@@ -1,7 +1,7 @@
 """The ``unet-core`` command line: one subcommand per workflow stage.
 
-Options of ``prepare``, ``train`` and ``predict`` are generated from the fields of their config dataclasses,
-so a new field is a new flag (``tile_size`` -> ``--tile-size``) without touching this file.
+Options of ``prepare``, ``train``, ``predict`` and ``segment`` are generated from the fields of their config
+dataclasses, so a new field is a new flag (``tile_size`` -> ``--tile-size``) without touching this file.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import inspect
 import logging
+import re
 import sys
 import types
 import typing
@@ -17,23 +19,107 @@ from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger("unet_core")
+#: The dashes under a numpydoc section heading.
+_RULE = re.compile(r"^\s*-{3,}\s*$")
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Each attribute's description in the numpydoc ``Attributes`` section of ``cls``'s docstring.
+
+    An entry is a ``name : type`` line (``a, b : type`` for attributes that share a description)
+    followed by its indented description, which is joined into one line without the backticks of code
+    and cross-references. The section ends at the docstring's next section.
+
+    Parameters
+    ----------
+    cls : type
+        A class with a numpydoc docstring.
+
+    Returns
+    -------
+    dict
+        ``{name: description}`` in the order of the section; empty without one.
+
+    Examples
+    --------
+    >>> class Example:
+    ...     \'\'\'An example.
+    ...
+    ...     Attributes
+    ...     ----------
+    ...     low, high : int
+    ...         The ``range``,
+    ...         half-open.
+    ...     \'\'\'
+    >>> attribute_docs(Example)
+    {'low': 'The range, half-open.', 'high': 'The range, half-open.'}
+    """
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    headings = [i for i in range(len(lines) - 1) if lines[i].strip() and _RULE.match(lines[i + 1])]
+    start = next((i for i in headings if lines[i].strip() == "Attributes"), None)
+    if start is None:
+        return {}
+    end = next((i for i in headings if i > start), len(lines))
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    for line in lines[start + 2 : end]:
+        if line[:1].isspace():  # description of the entry above
+            for name in names:
+                docs[name] = f"{docs[name]} {line.strip()}".lstrip()
+        elif line.strip():  # an entry: ``name : type`` or ``a, b : type``
+            names = [name.strip() for name in line.partition(" : ")[0].split(",")]
+            docs |= dict.fromkeys(names, "")
+    return {name: re.sub(r"`+([^`]*)`+", r"\1", text) for name, text in docs.items()}
+
+
+def _option_help(description: str, flag: str, default: object) -> str:
+    """An option's help: its field's description, and the default as the command line writes it (a tuple
+    as its values, a boolean as its flag); no default when unset, which the description explains."""
+    text = description.removesuffix(".").replace("%", "%%")  # argparse formats help with %
+    if default is None or default == "":
+        return text
+    if isinstance(default, bool):
+        shown = flag if default else f"--no-{flag.removeprefix('--')}"
+    elif isinstance(default, tuple):
+        shown = " ".join(map(str, default))
+    else:
+        shown = str(default)
+    return f"{text} (default: {shown})"
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per field of ``cls``, its help from the class's ``Attributes`` (`attribute_docs`).
+
+    A field without a description, or a description of no field, raises TypeError: every option has help.
+    """
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    docs = attribute_docs(cls)
+    fields = dataclasses.fields(cls)
+    if stale := sorted(set(docs) - {f.name for f in fields}):
+        raise TypeError(f"{cls.__name__}'s docstring documents {stale}, which are not fields; remove them")
+    for f in fields:
         hint, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        if not docs.get(f.name):
+            raise TypeError(
+                f"{cls.__name__}.{f.name} has no description in the Attributes section of its docstring; "
+                f"add one (it is the help of {flag})"
+            )
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_ = _option_help(docs[f.name], flag, default)
         args = typing.get_args(hint)
         if isinstance(hint, types.UnionType | typing._UnionGenericAlias):  # Optional[...]
             hint = next(a for a in args if a is not type(None))
             args = typing.get_args(hint)
         if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif typing.get_origin(hint) is typing.Literal:
+            parser.add_argument(flag, type=type(args[0]), choices=args, default=default, help=help_)
         elif typing.get_origin(hint) is tuple:
-            parser.add_argument(flag, type=args[0], nargs=len(args), default=default, metavar=f.name.upper())
+            parser.add_argument(
+                flag, type=args[0], nargs=len(args), default=default, metavar=f.name.upper(), help=help_
+            )
         else:
-            parser.add_argument(flag, type=hint, default=default)
+            parser.add_argument(flag, type=hint, default=default, help=help_)
 
 
 def config_flags(options: dict) -> list[str]:
@@ -111,17 +197,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> None:
-    from .segment import segment_file
+    from .segment import SegmentOptions, segment_file
 
-    segment_file(
-        args.prediction,
-        args.output,
-        threshold=args.threshold,
-        method=args.method,
-        seed_threshold=args.seed_threshold,
-        min_size=args.min_size,
-        n_workers=args.threads,
-    )
+    options = _dataclass_from_args(SegmentOptions, args)
+    segment_file(args.prediction, args.output, options=options, n_workers=args.threads)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -140,7 +219,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     import json
 
-    from .report import build_report, pair_volumes
+    from .report import ReportInputs, ReportProvenance, build_report, pair_volumes
 
     try:
         config = None if args.config_json is None else json.loads(args.config_json)
@@ -148,8 +227,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise ValueError(f"--config-json must be a JSON object: {err}") from err
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"--config-json must be a JSON object, got {type(config).__name__}")
-    build_report(
-        args.out_dir,
+    inputs = ReportInputs(
         metrics_csv=args.metrics,
         per_threshold_csv=args.per_threshold,
         per_slice_csv=args.per_slice,
@@ -159,14 +237,15 @@ def cmd_report(args: argparse.Namespace) -> None:
         segmentation=args.segmentation,
         volumes=pair_volumes(args.pred_volumes, args.seg_volumes),
         models=args.model,
+    )
+    provenance = ReportProvenance(
         config=config,
         config_files=args.configfiles,
         repo=args.repo,
         logs=args.logs,
         benchmarks=args.benchmarks,
-        title=args.title,
-        n_slices=args.n_slices,
     )
+    build_report(args.out_dir, inputs, provenance=provenance, title=args.title, n_slices=args.n_slices)
 
 
 def cmd_install_profiles(args: argparse.Namespace) -> None:
@@ -179,6 +258,7 @@ def cmd_install_profiles(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .predict import PredictOptions
     from .prepare import PrepareConfig
+    from .segment import SegmentOptions
     from .train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="unet-core", description=__doc__.splitlines()[0])
@@ -218,13 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="probabilities to instance labels")
     p.add_argument("prediction", help="probability OME-Zarr from predict")
     p.add_argument("output", help="label OME-Zarr to write")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--method", choices=("components", "watershed"), default="components")
-    p.add_argument("--seed-threshold", type=float, default=0.9)
-    p.add_argument("--min-size", type=int, default=0)
     p.add_argument(
         "--threads", type=_positive_int, default=None, help="threads labelling blocks (default: all cores)"
     )
+    _add_dataclass_options(p, SegmentOptions)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="ISBI pixel and Rand errors of a prediction against labels")
@@ -233,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics.csv to write; per-slice/threshold CSVs go beside")
     p.add_argument("--slices", default="held-out", help="'held-out' (prepared stores), 'all' or 'START:STOP'")
     p.add_argument("--segmentation", help="cell labels of the same volume (unet-core segment), scored too")
-    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, help="threads scoring slices (default: all cores)"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="HTML/CSV/TeX report of a run, with figures and provenance")
@@ -259,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", default=None, help="log folder with Snakemake *.benchmark.tsv files")
     p.add_argument("--benchmarks", nargs="*", default=None, help="only these of them (default: all)")
     p.add_argument("--n-slices", type=int, default=3, help="held-out slices shown in the error figure")
-    p.add_argument("--title", default="U-Net segmentation report")
+    p.add_argument(
+        "--title", default="U-Net segmentation report", help="heading of index.html (default: %(default)s)"
+    )
     p.set_defaults(func=cmd_report)
     p = sub.add_parser(
         "install-profiles", help="link profiles/slurm and profiles/local so `--profile slurm` finds them"

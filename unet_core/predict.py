@@ -51,7 +51,29 @@ HALO_LIMIT = 1.5
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How to run inference; ``block_shape`` is also the output's chunk shape."""
+    """How to run inference; ``block_shape`` is also the output's chunk shape.
+
+    Attributes
+    ----------
+    block_shape : (z, y, x) int
+        Output block predicted at once and chunk shape of the output; the network reads it with its
+        halo. The paper's depth-4 net wants blocks of 848+ pixels (a warning names the size when the halo
+        costs more than 1.5x).
+    output_dtype : {"uint8", "float16", "float32"}
+        Type of the stored probabilities; uint8 maps [0, 1] to 0-255.
+    tta : bool
+        Test-time augmentation: the mean of the predictions of the 8 flips and rotations of each block.
+    device : str
+        ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:<index>``.
+    bf16 : bool
+        bfloat16 autocast on CUDA GPUs; the CPU computes in float32.
+    channels_last : bool
+        NHWC memory layout on CUDA (faster convolutions on tensor cores); the CPU keeps NCHW.
+    compile : bool
+        torch.compile the network (pays off on long runs; border blocks of other shapes recompile).
+    prefetch : int
+        Blocks read ahead of the model by reader threads, >= 1.
+    """
 
     block_shape: tuple[int, int, int] = (1, 512, 512)
     output_dtype: str = "uint8"

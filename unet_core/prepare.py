@@ -48,13 +48,13 @@ SLICE_WORK_BYTES = 64
 OUTPUT_BYTES = 10
 #: Slabs in memory at once: the one being converted and the one being written behind it.
 SLABS_IN_FLIGHT = 2
-#: Blosc filter before zstd, per array. Measured on ISBI slices at level 1: bit shuffling packs the
-#: 0/255 cells 28x (byte-wise 16x); plain zstd packs int32 instances 49x and float32 weights 40x (bit
-#: shuffled: 31x and 49x at up to twice the time, and 1.5x instead of 3.8x with the border term); EM
-#: raw barely compresses and bit shuffling makes it worse (byte shuffling leaves uint8 alone).
+#: Blosc filter before zstd, per array, chosen on ISBI slices: bit shuffling packs the 0/255 cells best;
+#: plain zstd suits the int32 instances and float32 weights (bit shuffling packed the instances and the
+#: weights with the border term worse, the others better only at a higher cost); EM raw barely compresses
+#: and bit shuffling makes it worse (byte shuffling leaves uint8 alone).
 SHUFFLE = {"raw": "shuffle", "cells": "bitshuffle", "instances": "noshuffle", "weights": "noshuffle"}
 #: Pixels per shard (of each array): shards of whole slices, 32 slices of 512 x 512, so that a slab is
-#: one file per array instead of one per chunk (writing 4 x 32 chunk files cost 1.5-2x the CPU time).
+#: one file per array instead of one per chunk (a file per chunk cost more CPU time).
 SHARD_PIXELS = 32 * 512 * 512
 INT32_MAX = np.iinfo(np.int32).max
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
@@ -93,9 +93,8 @@ class PrepareConfig:
         file each (`shard_slices`).
     compression_level : int
         Blosc zstd level of every array, 0 (uncompressed, fastest) to 9 (smallest); the shuffle filter
-        before zstd suits each array (`SHUFFLE`). On ISBI slices level 1 packs cells 28x, instances 49x
-        and weights 40x (4x with the border term) at 4-5x the speed of level 5, which packs them 1.1-2x
-        smaller; EM raw hardly compresses at any level (1.1x).
+        before zstd suits each array (`SHUFFLE`). Level 1 packs labels and weights well at several times
+        the speed of level 5; EM raw hardly compresses at any level.
     slab_mb : int
         Memory for the slices in flight (raw, labels and all outputs of the slab being converted and of
         the one being written behind it) and, at most half of it, the converting threads' temporaries;

@@ -30,7 +30,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import zarr
@@ -49,20 +49,56 @@ from .tiling import Block, Roi, plan_blocks
 
 log = logging.getLogger(__name__)
 
-METHODS = ("components", "watershed")
+Method = Literal["components", "watershed"]
+METHODS: tuple[str, ...] = get_args(Method)
 #: The most cells an int32 label volume holds.
 MAX_CELLS = int(np.iinfo(np.int32).max)
 #: 4-connectivity within each slice of a (Z, Y, X) block, none across slices.
 IN_PLANE = ndimage.generate_binary_structure(2, 1)[None] * np.array([0, 1, 0], bool)[:, None, None]
 
 
+@dataclasses.dataclass(frozen=True)
+class SegmentOptions:
+    """How `segment_file` cuts a probability map into cells; the options of ``unet-core segment``.
+
+    Attributes
+    ----------
+    method : {"components", "watershed"}
+        ``components``: the 4-connected regions of P(cell) > ``threshold``, block by block, for slices
+        too large for memory. ``watershed``: one basin per region of P(cell) > ``seed_threshold``, grown
+        over 1 - P(cell) through every pixel above ``threshold``; keeps cells apart that touch through a
+        faint membrane gap, and holds one z-chunk of whole slices in memory.
+    threshold : float
+        P(cell) above which a pixel belongs to a cell, in [0, 1).
+    seed_threshold : float
+        P(cell) above which a pixel seeds a watershed basin, in [0, 1) (``watershed`` only).
+    min_size : int
+        Cells of fewer pixels become boundary (0: keep every cell).
+    """
+
+    method: Method = "components"
+    threshold: float = 0.5
+    seed_threshold: float = 0.9
+    min_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("threshold", "seed_threshold"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:  # a probability at 1 or above leaves no cell: an empty segmentation
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value}")
+        if self.min_size < 0:
+            raise ValueError(f"min_size must be >= 0 pixels (0: keep every cell), got {self.min_size}")
+
+
 def segment_slice(
     prob: np.ndarray,
     *,
-    threshold: float = 0.5,
-    method: str = "components",
-    seed_threshold: float = 0.9,
-    min_size: int = 0,
+    threshold: float = SegmentOptions.threshold,
+    method: str = SegmentOptions.method,
+    seed_threshold: float = SegmentOptions.seed_threshold,
+    min_size: int = SegmentOptions.min_size,
 ) -> np.ndarray:
     """Instance labels (int32, 0 = boundary) of one 2D probability-of-cell map in [0, 1].
 
@@ -106,34 +142,27 @@ def segment_file(
     prob_path: str | os.PathLike,
     out_path: str | os.PathLike,
     *,
-    threshold: float = 0.5,
-    method: str = "components",
-    seed_threshold: float = 0.9,
-    min_size: int = 0,
+    options: SegmentOptions | None = None,
     block_shape: Sequence[int] | None = None,
     n_workers: int | None = None,
 ) -> int:
     """Segment a probability OME-Zarr (`io.as_probability`) into a label OME-Zarr; returns #cells.
 
     Labels are int32, 1..N over the volume in raster order of each cell's first pixel, 0 = boundary;
-    the output has the input's chunks. ``block_shape`` (``components`` only; default: the input's chunk
-    shape) must be a multiple of the input's chunks, or cover the volume, in each axis. ``n_workers``
-    threads (default: all usable cores) label the blocks; the output is the same for any number.
+    the output has the input's chunks. ``options`` default to ``SegmentOptions()``. ``block_shape``
+    (``components`` only; default: the input's chunk shape) must be a multiple of the input's chunks,
+    or cover the volume, in each axis. ``n_workers`` threads (default: all usable cores) label the
+    blocks; the output is the same for any number.
 
     Raises `io.VolumeError` for unreadable or damaged input and for NaN/inf or non-real probabilities,
     and ValueError for an ``out_path`` that would overwrite the input; no output is left on failure.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    options = options or SegmentOptions()
+    method = options.method
     if n_workers is not None and n_workers < 1:
         raise ValueError(f"n_workers must be a positive number of threads, got {n_workers}")
     if block_shape is not None and method != "components":
         raise ValueError(f"block_shape is for method 'components'; {method!r} works on whole slices")
-    for name, value in (("threshold", threshold), ("seed_threshold", seed_threshold)):
-        if not 0 <= value < 1:  # a probability at 1 or above leaves no cell: an empty segmentation
-            raise ValueError(f"{name} must be a probability in [0, 1), got {value}")
-    if min_size < 0:
-        raise ValueError(f"min_size must be >= 0 pixels (0: keep every cell), got {min_size}")
     refuse_overwriting_input(out_path, prob_path)
     volume = io.open_volume(prob_path)
     io.check_real(volume, "probabilities")
@@ -151,11 +180,10 @@ def segment_file(
             unit=volume.unit,
             label=True,
         )
-        options = dict(threshold=threshold, min_size=min_size)
         if method == "components":
-            cells = _segment_components(volume, target, blocks, workers=n_workers or usable_cpus(), **options)
+            cells = _segment_components(volume, target, blocks, options, workers=n_workers or usable_cpus())
         else:
-            cells = _segment_watershed(volume, target, chunks[0], seed_threshold=seed_threshold, **options)
+            cells = _segment_watershed(volume, target, chunks[0], options)
         root.attrs["unet_core"] = {"content": "cell instances", "cells": cells, "method": method}
     log.info("segmented %s: %d cells", prob_path, cells)
     return cells
@@ -255,7 +283,7 @@ def _first_pixels(flat: np.ndarray) -> np.ndarray:
     """Index of the first pixel of each label 1..n of ``flat``, whose labels come in raster order.
 
     A label's first pixel begins a run of equal values, and the run's value exceeds those of all earlier
-    runs; looking at run beginnings only is 10 times faster than a running maximum over every pixel.
+    runs; looking at run beginnings only is much cheaper than a running maximum over every pixel.
     """
     begins = np.concatenate([np.zeros(1, np.intp), np.flatnonzero(flat[1:] != flat[:-1]) + 1])
     values = flat[begins]
@@ -350,9 +378,8 @@ def _segment_components(
     volume: io.Volume,
     target: zarr.Array,
     block_shape: Sequence[int],
+    options: SegmentOptions,
     *,
-    threshold: float,
-    min_size: int,
     workers: int,
 ) -> int:
     """Pass 1, lookup table, pass 2 (see the module's docstring); returns the number of cells.
@@ -361,11 +388,11 @@ def _segment_components(
     thresholding and labelling a block costs less than encoding, writing, reading and decoding an int32
     copy of it, and needs no scratch disk the size of the output.
     """
-    labeller = _Labeller(volume, threshold)
+    labeller = _Labeller(volume, options.threshold)
     ahead = 2 * workers
     with ThreadPoolExecutor(workers) as pool:
         offsets, sizes, first, pairs = _pass_one(labeller, block_shape, pool, ahead)
-        lut, cells = _lookup_table(sizes, first, pairs, min_size=min_size, path=volume.path)
+        lut, cells = _lookup_table(sizes, first, pairs, min_size=options.min_size, path=volume.path)
         del sizes, first, pairs
 
         def write(block: Block) -> None:
@@ -388,28 +415,23 @@ def _segment_components(
 
 
 def _segment_watershed(
-    volume: io.Volume,
-    target: zarr.Array,
-    depth: int,
-    *,
-    threshold: float,
-    seed_threshold: float,
-    min_size: int,
+    volume: io.Volume, target: zarr.Array, slab_depth: int, options: SegmentOptions
 ) -> int:
-    """Whole slices, ``depth`` at a time; each slice's cells get the next ids. Returns the number of cells."""
+    """Whole slices, ``slab_depth`` slices at a time; each slice's cells get the next ids. Returns the
+    number of cells."""
     next_id = 0
-    for z0 in tqdm(range(0, volume.shape[0], depth), desc="segment", unit="slab", mininterval=2):
-        slab = io.as_probability(io.read_slices(volume, z0, z0 + depth))
+    for z0 in tqdm(range(0, volume.shape[0], slab_depth), desc="segment", unit="slab", mininterval=2):
+        slab = io.as_probability(io.read_slices(volume, z0, z0 + slab_depth))
         if (bad := _first_nonfinite(slab)) is not None:
             _raise_nonfinite(volume.path, z0 + bad)
         out = np.zeros(slab.shape, dtype=np.int32)
         for i, prob in enumerate(slab):
             labels = segment_slice(
                 prob,
-                threshold=threshold,
+                threshold=options.threshold,
                 method="watershed",
-                seed_threshold=seed_threshold,
-                min_size=min_size,
+                seed_threshold=options.seed_threshold,
+                min_size=options.min_size,
             )
             labels = relabel_sequential(labels)[0]  # ids 1..n once small cells are gone
             out[i] = np.where(labels > 0, labels + next_id, 0)

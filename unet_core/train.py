@@ -57,7 +57,79 @@ RESUMABLE_CHANGES = ("num_workers", "device")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every training option; stored in checkpoints so a resume can check it continues the same run."""
+    """Every training option; stored in checkpoints so a resume can check it continues the same run.
+
+    Attributes
+    ----------
+    iterations : int
+        Optimiser steps to train for.
+    tile_size : int
+        Side of the square input tiles; must be a valid input size of the network (the paper's depth 4:
+        572, output 388).
+    batch_size : int
+        Tiles per step (the paper: 1).
+    optimizer : {"sgd", "adam", "adamw"}
+        SGD with momentum (the paper), Adam or AdamW.
+    lr : float
+        Learning rate, > 0.
+    momentum : float
+        SGD momentum in [0, 1) (the paper: 0.99); Adam and AdamW ignore it.
+    weight_decay : float
+        L2 penalty of the optimiser, >= 0.
+    schedule : {"constant", "cosine"}
+        Learning rate over the run: constant, or a cosine decay to 0 at ``iterations``.
+    grad_clip : float
+        Largest gradient norm of a step; 0: no clipping.
+    val_every : int
+        Steps between validations; each logs a row of train_log.csv and writes a checkpoint (the last step
+        is validated too).
+    select_metric : {"rand_error", "segmented_rand_error", "pixel_error", "loss"}
+        What picks best.pt: the validation Rand error of the probability map at its best threshold, that
+        of the cells the default watershed makes of it (what ``unet-core segment`` delivers), the pixel
+        error, or the training loss.
+    seed : int
+        Seed of the initial weights, the tiles and their augmentation, >= 0.
+    num_workers : int
+        Loader processes; -1: up to 8 on a GPU (so it never waits), none on a CPU. Results do not depend
+        on it.
+    augment : bool
+        Augment the training tiles with the ``aug_*`` strengths; off: no augmentation.
+    device : str
+        ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:<index>``.
+    bf16 : bool
+        bfloat16 autocast on CUDA GPUs; the CPU computes in float32.
+    channels_last : bool
+        NHWC memory layout on CUDA (faster convolutions on tensor cores); the CPU keeps NCHW.
+    compile : bool
+        torch.compile the network (worth it on GPUs for long runs).
+    depth : int
+        Poolings of the U-Net (the paper: 4).
+    width : int
+        Channels of the first level, doubled at each level (the paper: 64, up to 1024).
+    dropout : float
+        Dropout at the end of the contracting path, in [0, 1) (the paper: 0.5).
+    norm : {"none", "batch", "group"}
+        Normalisation after each convolution (the paper: none).
+    ema : float
+        Decay of the moving average of the weights that is validated and saved as best.pt, in [0, 1);
+        0: none (the paper).
+    aug_flip_rotate : bool
+        Augmentation (`AugmentConfig`, used when ``augment`` is on): random 90-degree rotations and flips.
+    aug_elastic_sigma : float
+        Augmentation: std (pixels) of the elastic displacements on the coarse grid (the paper: 10).
+    aug_elastic_grid : int
+        Augmentation: points per axis of the coarse elastic grid (the paper: 3); >= 2, or 0 for none.
+    aug_rotation_degrees : float
+        Augmentation: rotation angle drawn uniformly in [-value, value], at most 180.
+    aug_contrast : float
+        Augmentation: contrast factor drawn uniformly in [1 - value, 1 + value] around the tile mean; < 1.
+    aug_brightness : float
+        Augmentation: offset drawn uniformly in [-value, value].
+    aug_gamma : float
+        Augmentation: gamma exponent drawn log-uniformly in [1 / (1 + value), 1 + value].
+    aug_noise_std : float
+        Augmentation: std of additive Gaussian noise.
+    """
 
     iterations: int = 2000
     tile_size: int = 572

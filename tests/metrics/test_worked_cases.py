@@ -1,4 +1,6 @@
-"""The four worked cases of METRICS.md, reproduced to the printed digits."""
+"""The four worked cases of docs/metrics.md, reproduced to the printed digits."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +82,21 @@ def test_split_and_merge_cases_are_classified_as_such():
     assert warping_error(_extra_row(), _ground_truth())["split"] == 1
     column_12 = warping_error(_membrane_at(12), _ground_truth())
     assert (column_12["merge"], column_12["split"]) == (20, 1)
+
+
+def test_the_table_in_docs_is_these_cases():
+    """docs/metrics.md prints the table these tests check: the two must not drift apart."""
+    text = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    section = text.split("## Worked cases")[1].split("\n## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    rows = [line.strip("| ").split(" | ") for line in lines[1:]]  # below the heading row
+    printed = {
+        next(case for case in CASES if name.strip().startswith(case)): (
+            float(plain),
+            float(pixel),
+            int(split_merge.split()[0]),
+            float(rand),
+        )
+        for name, plain, pixel, split_merge, rand in (map(str.strip, row) for row in rows)
+    }
+    assert printed == {case: tuple(values[1:]) for case, values in CASES.items()}

@@ -157,8 +157,7 @@ def _ranks(instances: np.ndarray) -> np.ndarray:
     """Each pixel's rank among the distinct values of ``instances`` (``np.unique``'s inverse).
 
     Ids whose range is no wider than the slice has pixels (a slice labelled 1, 2, ...) are ranked by a
-    table over that range: 2 ms instead of the 30 ms of ``np.unique``'s sort on a 512 x 512 ISBI slice,
-    which still ranks any other ids.
+    table over that range, far cheaper than ``np.unique``'s sort, which still ranks any other ids.
     """
     values = instances.view(np.uint8) if instances.dtype == bool else instances
     low, high = values.min(), values.max()
@@ -241,7 +240,7 @@ def weight_map(
     band = border_band(w0=w0, sigma=sigma)
     border = band > 0 and instances.size > 0
     # The border term is added in float64 and cast once; without it, float32 at once gives the same
-    # values. A fill and a masked copy: np.where with two scalars is 3x slower.
+    # values. A fill and a masked copy: cheaper than np.where with two scalars.
     dtype = np.float64 if border else np.float32
     weights = np.full(instances.shape, w_membrane, dtype)
     np.copyto(weights, dtype(w_cell), where=instances > 0)

@@ -1,6 +1,6 @@
 """Segmentation metrics that a paper can quote: the ISBI 2012 and Cell Tracking scores.
 
-The definitions are those of the project's METRICS.md, which transcribes Fiji's Trainable
+The definitions are those of the project's docs/metrics.md, which transcribes Fiji's Trainable
 Segmentation metrics (the official ISBI 2012 evaluation); each function's Notes state its
 formula. Kernels are compiled with numba when it is installed. Inputs: ``prob`` is the
 probability of cell (non-membrane) in [0, 1], ``labels`` the ground truth with

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ import pandas as pd
 
 from .. import io
 from ..paths import refuse_overwriting_input
+from ..report_figures import FIGURES, volume_figure_name
+from . import _provenance
 from ._figures import (
     held_out_figure,
     label_colours,
@@ -64,6 +67,8 @@ __all__ = [
     "FIGURES",
     "MAX_CONTENT_BYTES",
     "PUBLISHED",
+    "ReportInputs",
+    "ReportProvenance",
     "benchmark_times",
     "build_report",
     "choose_slices",
@@ -91,34 +96,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Figures every report has (``figures/<name>.png|pdf``) and their captions in index.html.
-FIGURES = {
-    "held_out": (
-        "Held-out slices with the lowest, median and highest U-Net Rand error: raw data, ground truth, "
-        "U-Net probability of cell interior, cells from the segment step, and what the warping error counts "
-        "at its threshold t: the prediction binarised at t (grey), topological errors circled (splits "
-        "vermillion, merges blue) and non-topological mismatches (yellow)."
-    ),
-    "training": (
-        "Training: weighted cross-entropy loss, ISBI errors on the validation slices, and the "
-        "learning rate against iteration; the dashed line marks the checkpoint kept as best.pt."
-    ),
-    "thresholds": (
-        "ISBI pixel, Rand and warping errors of the U-Net and the intensity-threshold baseline on the "
-        "held-out slices against the threshold t on P(cell); dots mark the minimum reported in the table."
-    ),
-    "per_slice": (
-        "ISBI errors per held-out slice at the pooled best threshold of each method; dashed lines give the "
-        "value pooled over all held-out slices (the table's numbers; Rand and pixel errors pool counts, so "
-        "they are not the mean of the bars)."
-    ),
-}
-
-
-def volume_figure_name(name: str) -> str:
-    """File stem of the orthogonal-views figure of the extra volume ``name``."""
-    return f"volume_{name}"
 
 
 def volume_name(path: str | os.PathLike) -> str:
@@ -252,33 +229,12 @@ def _write_figures(
     return figures
 
 
-def build_report(
-    out_dir: str | os.PathLike,
-    *,
-    metrics_csv: str | os.PathLike,
-    train_log: str | os.PathLike,
-    data: str | os.PathLike,
-    prediction: str | os.PathLike,
-    segmentation: str | os.PathLike,
-    per_threshold_csv: str | os.PathLike | None = None,
-    per_slice_csv: str | os.PathLike | None = None,
-    volumes: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]] | None = None,
-    models: Sequence[str | os.PathLike] = (),
-    config: Mapping | None = None,
-    config_files: Iterable[str | os.PathLike] = (),
-    repo: str | os.PathLike | None = None,
-    logs: str | os.PathLike | None = None,
-    benchmarks: Iterable[str | os.PathLike] | None = None,
-    title: str = "U-Net segmentation report",
-    n_slices: int = 3,
-    max_content_bytes: int = MAX_CONTENT_BYTES,
-) -> Path:
-    """Write the report folder: tables, figures, provenance and a self-contained ``index.html``.
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """The files of a finished run that a report is built from.
 
-    Parameters
+    Attributes
     ----------
-    out_dir : str or path-like
-        The folder to (re)write; it is replaced only once everything is written.
     metrics_csv : str or path-like
         ``eval/metrics.csv`` from ``unet-core evaluate``.
     train_log : str or path-like
@@ -292,6 +248,62 @@ def build_report(
     models : sequence of path-like, optional
         The checkpoints predict averaged (ensemble members 0, 1, ...), checksummed into the provenance as
         ``model``, ``model/member1``, ...
+
+    Raises
+    ------
+    ValueError
+        If a value of ``volumes`` is not a pair of paths.
+    """
+
+    metrics_csv: str | os.PathLike
+    train_log: str | os.PathLike
+    data: str | os.PathLike
+    prediction: str | os.PathLike
+    segmentation: str | os.PathLike
+    per_threshold_csv: str | os.PathLike | None = None
+    per_slice_csv: str | os.PathLike | None = None
+    volumes: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]] = dataclasses.field(
+        default_factory=dict
+    )
+    models: Sequence[str | os.PathLike] = ()
+
+    def __post_init__(self) -> None:
+        for name, pair in self.volumes.items():
+            if isinstance(pair, str | os.PathLike) or len(pair) != 2:
+                raise ValueError(
+                    f"volumes[{name!r}] must be a (prediction, segmentation) pair of paths, got {pair!r}"
+                )
+        # frozen: the defaults that depend on metrics_csv, and copies the caller cannot change, are set here
+        for name, kind in (("per_threshold_csv", "per_threshold"), ("per_slice_csv", "per_slice")):
+            object.__setattr__(self, name, getattr(self, name) or _sibling(self.metrics_csv, kind))
+        object.__setattr__(self, "volumes", dict(self.volumes))
+        object.__setattr__(self, "models", tuple(self.models))
+
+    def named_paths(self) -> dict[str, str | os.PathLike]:
+        """Every input under the name provenance.json records it by."""
+        return {
+            "metrics": self.metrics_csv,
+            "metrics_per_threshold": self.per_threshold_csv,
+            "metrics_per_slice": self.per_slice_csv,
+            "train_log": self.train_log,
+            "data": self.data,
+            "prediction": self.prediction,
+            "segmentation": self.segmentation,
+            **{"model" if k == 0 else f"model/member{k}": path for k, path in enumerate(self.models)},
+            **{
+                f"{kind}/{name}": path
+                for name, pair in self.volumes.items()
+                for kind, path in zip(("pred", "seg"), pair, strict=True)
+            },
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportProvenance:
+    """How the run came about, recorded in provenance.json beside the checksums of the inputs.
+
+    Attributes
+    ----------
     config : mapping, optional
         The workflow's configuration, recorded with its hash and seeds.
     config_files : iterable of path-like, optional
@@ -302,65 +314,75 @@ def build_report(
         The dataset's log folder with Snakemake benchmark files.
     benchmarks : iterable of path-like, optional
         Only these benchmark files count (the current configuration's jobs); default: all below ``logs``.
+    max_content_bytes : int, optional
+        Stores larger than this are fingerprinted by metadata and sizes, not content.
+    """
+
+    config: Mapping | None = None
+    config_files: Iterable[str | os.PathLike] = ()
+    repo: str | os.PathLike | None = None
+    logs: str | os.PathLike | None = None
+    benchmarks: Iterable[str | os.PathLike] | None = None
+    max_content_bytes: int = MAX_CONTENT_BYTES
+
+
+def build_report(
+    out_dir: str | os.PathLike,
+    inputs: ReportInputs,
+    *,
+    provenance: ReportProvenance | None = None,
+    title: str = "U-Net segmentation report",
+    n_slices: int = 3,
+) -> Path:
+    """Write the report folder: tables, figures, provenance and a self-contained ``index.html``.
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        The folder to (re)write; it is replaced only once everything is written.
+    inputs : ReportInputs
+        The run's files.
+    provenance : ReportProvenance, optional
+        Config, repository and logs to record; default: none of them.
     title : str, optional
         Heading of index.html.
     n_slices : int, optional
         Held-out slices shown in the ``held_out`` figure.
-    max_content_bytes : int, optional
-        Stores larger than this are fingerprinted by metadata and sizes, not content.
 
     Returns
     -------
     pathlib.Path
         ``out_dir/index.html``.
     """
-    metrics = read_eval_metrics(metrics_csv)
-    scored = _scored_range(metrics, metrics_csv)
-    per_threshold_csv = per_threshold_csv or _sibling(metrics_csv, "per_threshold")
-    per_slice_csv = per_slice_csv or _sibling(metrics_csv, "per_slice")
-    volumes = dict(volumes or {})
-    for name, pair in volumes.items():
-        if isinstance(pair, str | os.PathLike) or len(pair) != 2:
-            raise ValueError(
-                f"volumes[{name!r}] must be a (prediction, segmentation) pair of paths, got {pair!r}"
-            )
+    provenance = provenance or ReportProvenance()
+    metrics = read_eval_metrics(inputs.metrics_csv)
+    scored = _scored_range(metrics, inputs.metrics_csv)
     table = summary_table(metrics)
-    inputs = {
-        "metrics": metrics_csv,
-        "metrics_per_threshold": per_threshold_csv,
-        "metrics_per_slice": per_slice_csv,
-        "train_log": train_log,
-        "data": data,
-        "prediction": prediction,
-        "segmentation": segmentation,
-        **{"model" if k == 0 else f"model/member{k}": path for k, path in enumerate(models)},
-        **{
-            f"{kind}/{name}": path
-            for name, pair in volumes.items()
-            for kind, path in zip(("pred", "seg"), pair, strict=True)
-        },
-    }
-    refuse_overwriting_input(out_dir, *inputs.values())  # the folder is replaced as a whole
+    named = inputs.named_paths()
+    refuse_overwriting_input(out_dir, *named.values())  # the folder is replaced as a whole
     metric_columns = [*ISBI_METRICS, "threshold"]
     per_threshold = read_checked_csv(
-        per_threshold_csv, ["method", *metric_columns], numeric=metric_columns, writer=EVALUATE
+        inputs.per_threshold_csv, ["method", *metric_columns], numeric=metric_columns, writer=EVALUATE
     )
     per_slice = read_checked_csv(
-        per_slice_csv, ["method", "metric", "slice", "value"], numeric=["slice", "value"], writer=EVALUATE
+        inputs.per_slice_csv,
+        ["method", "metric", "slice", "value"],
+        numeric=["slice", "value"],
+        writer=EVALUATE,
     )
     training_log = read_checked_csv(
-        train_log, ["iteration", "loss"], numeric=["iteration", "loss"], writer="`unet-core train`"
+        inputs.train_log, ["iteration", "loss"], numeric=["iteration", "loss"], writer="`unet-core train`"
     )
-    record = provenance(
-        config=config,
-        config_files=config_files,
-        repo=repo,
-        inputs=inputs,
-        logs=logs,
-        benchmarks=benchmarks,
-        max_content_bytes=max_content_bytes,
+    record = _provenance.provenance(
+        config=provenance.config,
+        config_files=provenance.config_files,
+        repo=provenance.repo,
+        inputs=named,
+        logs=provenance.logs,
+        benchmarks=provenance.benchmarks,
+        max_content_bytes=provenance.max_content_bytes,
     )
-    select_metric = (config or {}).get("train", {}).get("select_metric", "rand_error")
+    select_metric = (provenance.config or {}).get("train", {}).get("select_metric", "rand_error")
     with io.atomic_directory(out_dir) as tmp:
         table.to_csv(tmp / "metrics.csv", index=False)
         (tmp / "metrics.tex").write_text(latex_table(table))
@@ -372,8 +394,12 @@ def build_report(
             per_slice=per_slice,
             train_log=training_log,
             scored=scored,
-            images={"data": data, "prediction": prediction, "segmentation": segmentation},
-            volumes=volumes,
+            images={
+                "data": inputs.data,
+                "prediction": inputs.prediction,
+                "segmentation": inputs.segmentation,
+            },
+            volumes=inputs.volumes,
             select_metric=select_metric,
             n_slices=n_slices,
         )

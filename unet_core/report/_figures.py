@@ -369,7 +369,7 @@ def orthoviews_figure(
 
     Notes
     -----
-    When the stack's physical depth is under ``MIN_Z_FRACTION`` of its larger xy side, z is
+    When the stack's physical thickness (z) is under ``MIN_Z_FRACTION`` of its larger xy side, z is
     stretched to that fraction and the title says by how much.
     """
     prob_volume, seg_volume = io.open_volume(prediction), io.open_volume(segmentation)
@@ -379,17 +379,19 @@ def orthoviews_figure(
             f"{prob_volume.shape} ({prediction})"
         )
     cz, cy, cx = (n // 2 for n in prob_volume.shape)
-    depth, height, width = (n * v for n, v in zip(prob_volume.shape, prob_volume.voxel_size, strict=True))
-    stretch = max(1.0, MIN_Z_FRACTION * max(height, width) / depth)
-    depth *= stretch
-    fig = plt.figure(figsize=(13, 0.9 + 5.9 * (height + depth) / (width + depth)), layout="constrained")
-    grid = fig.add_gridspec(2, 4, width_ratios=[width, depth] * 2, height_ratios=[height, depth])
+    thickness, height, width = (n * v for n, v in zip(prob_volume.shape, prob_volume.voxel_size, strict=True))
+    stretch = max(1.0, MIN_Z_FRACTION * max(height, width) / thickness)
+    thickness *= stretch
+    fig = plt.figure(
+        figsize=(13, 0.9 + 5.9 * (height + thickness) / (width + thickness)), layout="constrained"
+    )
+    grid = fig.add_gridspec(2, 4, width_ratios=[width, thickness] * 2, height_ratios=[height, thickness])
     for block, (volume, kind) in enumerate(((prob_volume, "P(cell)"), (seg_volume, "cells"))):
         xy, yz, xz = (fig.add_subplot(grid[r, 2 * block + c]) for r, c in ((0, 0), (0, 1), (1, 0)))
         planes = [
             (_plane(volume.array, 0, cz, max_side), [0, width, height, 0], xy),
-            (_plane(volume.array, 2, cx, max_side).T, [0, depth, height, 0], yz),  # y down, z across
-            (_plane(volume.array, 1, cy, max_side), [0, width, depth, 0], xz),
+            (_plane(volume.array, 2, cx, max_side).T, [0, thickness, height, 0], yz),  # y down, z across
+            (_plane(volume.array, 1, cy, max_side), [0, width, thickness, 0], xz),
         ]
         for plane, extent, ax in planes:
             image = label_colours(plane) if kind == "cells" else io.as_probability(plane)
@@ -398,7 +400,7 @@ def orthoviews_figure(
         xy.axhline((cy + 0.5) * height / volume.shape[1], color="w", ls="--", lw=0.8)
         xy.axvline((cx + 0.5) * width / volume.shape[2], color="w", ls="--", lw=0.8)
         for ax in (yz, xz):
-            cut = (cz + 0.5) * depth / volume.shape[0]
+            cut = (cz + 0.5) * thickness / volume.shape[0]
             (ax.axvline if ax is yz else ax.axhline)(cut, color="w", ls="--", lw=0.8)
         xy.set_title(f"{kind}: xy at z = {cz}")
         yz.set_title(f"yz at x = {cx}", fontsize="small")

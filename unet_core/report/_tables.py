@@ -23,7 +23,7 @@ OUR_LABELS = {
     "intensity_threshold": "Intensity threshold (ours)",
 }
 PAPER_SOURCE = "Ronneberger et al. 2015, Table 1 (ISBI 2012 test set)"
-# U-Net paper, Table 1 (ISBI 2012 test set, March 2015): METRICS.md.
+# U-Net paper, Table 1 (ISBI 2012 test set, March 2015): docs/metrics.md.
 PUBLISHED = pd.DataFrame(
     [
         ("human values", 0.000005, 0.0021, 0.0010),

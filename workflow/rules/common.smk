@@ -1,57 +1,19 @@
-import csv
 import os
 import shlex
-from io import StringIO
 
-import pandas as pd
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from unet_core.cli import config_flags
 from unet_core.paths import volume_file
+from unet_core.sheets import HELD_OUT, read_volume_sheet
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = f"{config['results']}/{config['dataset']}"
 LOGS = f"{config['logs']}/{config['dataset']}"
-HELD_OUT = "heldout"  # the prepared store's held-out slices, predicted and scored every run
-
-
-def read_volumes(path):
-    """volumes.tsv: one row per extra volume to segment (name, path, optional voxel_size).
-
-    Lines starting with # are comments; fields are read literally, so a path may hold #, quotes or $.
-    """
-    if not path:
-        return pd.DataFrame(columns=["name", "path"]).set_index("name", drop=False)
-    with open(path) as handle:
-        rows = "".join(line for line in handle if not line.startswith("#"))
-    # index_col=False: a stray trailing tab must not turn the name column into the index
-    sheet = pd.read_csv(StringIO(rows), sep="\t", dtype=str, quoting=csv.QUOTE_NONE, index_col=False)
-    sheet = sheet.fillna("")
-    for _, row in sheet.iterrows():
-        try:
-            validate(row.to_dict(), schema="../schemas/volumes.schema.yaml")
-        except WorkflowError as err:
-            problem = sheet_problem(err)
-            raise ValueError(f"{path}: volume {row.get('name', '?')!r}: {problem}; fix that row") from None
-    if sheet["name"].duplicated().any() or (sheet["name"] == HELD_OUT).any():
-        dupes = sorted(set(sheet["name"][sheet["name"].duplicated()]) | ({HELD_OUT} & set(sheet["name"])))
-        raise ValueError(f"{path}: volume names must be unique and not '{HELD_OUT}'; rename {dupes}")
-    return sheet.set_index("name", drop=False)
-
-
-def sheet_problem(err):
-    """The column, value and expected form from a schema error (its long default text shows the regex)."""
-    problem = err.__context__  # snakemake's WorkflowError is raised while handling jsonschema's error
-    if not getattr(problem, "path", None):
-        return str(problem or err).splitlines()[0]
-    expected = problem.schema.get("description", problem.message)
-    return f"{problem.path[0]} {problem.instance!r} is not valid ({expected})"
-
-
-VOLUMES = read_volumes(config.get("volumes", ""))
+# The volume sheet's rows, indexed by name; HELD_OUT (the prepared store) is predicted and scored too.
+VOLUMES = read_volume_sheet(config["volumes"])
 
 
 wildcard_constraints:

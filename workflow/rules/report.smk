@@ -1,8 +1,11 @@
 import json
 
+from unet_core.report_figures import FIGURES, volume_figure_name
+
 REPORT = f"{RESULTS}/report"
-# Figure stems written by `unet-core report` (unet_core.report.FIGURES, volume_figure_name).
-REPORT_FIGURES = ["held_out", "training", "thresholds", "per_slice"]
+# Figure stems written by `unet-core report`: the fixed ones, then one per extra volume.
+VOLUME_FIGURES = [volume_figure_name(v) for v in VOLUMES["name"]]
+REPORT_FIGURES = [*FIGURES, *VOLUME_FIGURES]
 
 
 rule report:
@@ -59,15 +62,12 @@ rule report:
             f"{REPORT}/figures/training.png", caption="../report/training.rst", category="Training"
         ),
         volumes=report(
-            expand(f"{REPORT}/figures/volume_{{volume}}.png", volume=VOLUMES["name"]),
+            expand(f"{REPORT}/figures/{{name}}.png", name=VOLUME_FIGURES),
             caption="../report/volume.rst",
             category="Prediction",
             subcategory="Orthogonal views",
         ),
-        pdfs=expand(
-            f"{REPORT}/figures/{{name}}.pdf",
-            name=[*REPORT_FIGURES, *(f"volume_{v}" for v in VOLUMES["name"])],
-        ),
+        pdfs=expand(f"{REPORT}/figures/{{name}}.pdf", name=REPORT_FIGURES),
         provenance=report(
             f"{REPORT}/provenance.json", caption="../report/provenance.rst", category="Provenance"
         ),
