@@ -5,7 +5,7 @@ import torch
 import zarr
 
 from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model
-from unet_core.predict import TilePredictor
+from unet_core.inference import TilePredictor
 from unet_core.train import TrainConfig, Trainer, WeightAverage, flushed_denormals, weighted_cross_entropy
 
 TINY = dict(depth=2, width=4, tile_size=84, iterations=4, val_every=2, optimizer="sgd", lr=0.01, seed=5)

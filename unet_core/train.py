@@ -32,10 +32,10 @@ from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig, save_augmentation_panel
 from .dataset import TileDataset, normalization_range, open_store, read_split
+from .inference import TilePredictor, predict_array, resolve_device
 from .io import atomic_write_bytes, atomic_write_text
 from .model import UNet, UNetConfig, memory_format, output_size
 from .parallel import usable_cpus
-from .predict import TilePredictor, predict_array, resolve_device
 from .segment import cell_map, segment_slice
 
 log = logging.getLogger(__name__)
