@@ -66,9 +66,31 @@ def held_out(split: Split) -> slice:
     return test if test.stop > test.start else split.slices("val")
 
 
-def normalization_range(raw: np.ndarray) -> tuple[float, float]:
-    """Intensities mapped to 0 and 1 at the network input (0.5 and 99.5 percentiles of training data)."""
-    low, high = np.percentile(raw, [0.5, 99.5])
+def intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """The intensities that scaling maps to 0 and 1: the 0.5 and 99.5 percentiles of ``image``.
+
+    The network's input normalisation (of the training raw data), the intensity-threshold baseline of
+    `unet_core.evaluate` and the contrast of raw data in the report's figures all scale by it.
+
+    Parameters
+    ----------
+    image : ndarray
+        Intensities of any shape and real dtype.
+
+    Returns
+    -------
+    low, high : float
+        The two percentiles, ``high`` raised to ``low + 1e-6`` if need be, so that dividing by
+        ``high - low`` is safe on nearly constant data.
+
+    Examples
+    --------
+    >>> intensity_range(np.arange(1001.0))
+    (5.0, 995.0)
+    >>> intensity_range(np.zeros(4))
+    (0.0, 1e-06)
+    """
+    low, high = np.percentile(image, [0.5, 99.5])
     return float(low), float(max(high, low + 1e-6))
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import zarr
 
 from . import io, metrics
-from .dataset import held_out, read_split
+from .dataset import held_out, intensity_range, read_split
 from .paths import refuse_overwriting_input
 from .segment import cell_map
 
@@ -28,9 +28,10 @@ BASELINE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 51), 4)  # a fine sweep, to
 
 
 def intensity_baseline(raw: np.ndarray) -> np.ndarray:
-    """Raw intensity rescaled to [0, 1] (0.5/99.5 percentiles): a threshold on it is the baseline."""
-    low, high = np.percentile(raw, [0.5, 99.5])
-    return np.clip((raw.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0)
+    """Raw intensity rescaled to [0, 1] (`dataset.intensity_range`): a threshold on it is the baseline."""
+    low, high = intensity_range(raw)
+    # float32 intensities, as the network reads them, scaled in float64, as the probabilities are scored
+    return np.clip((raw.astype(np.float32).astype(np.float64) - low) / (high - low), 0.0, 1.0)
 
 
 def _parse_slices(text: str, n: int) -> slice:

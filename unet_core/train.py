@@ -31,7 +31,7 @@ from tqdm import tqdm
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig, save_augmentation_panel
-from .dataset import TileDataset, normalization_range, open_store, read_split
+from .dataset import TileDataset, intensity_range, open_store, read_split
 from .inference import TilePredictor, predict_array, resolve_device
 from .io import atomic_write_bytes, atomic_write_text
 from .model import UNet, UNetConfig, memory_format, output_size
@@ -217,7 +217,7 @@ class Trainer:
             raise ValueError(f"{data_path}: the training split {split.train} is empty; fix split.train")
         train_raw, train_labels, train_weights = (np.asarray(a[train]) for a in (raw, labels, weights))
         self.data_sha256 = _sha256(train_raw, train_labels, train_weights)
-        self.normalization = normalization_range(train_raw)
+        self.normalization = intensity_range(train_raw)
         self.dataset = TileDataset(
             train_raw,
             train_labels,

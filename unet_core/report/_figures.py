@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from .. import io  # noqa: E402
+from ..dataset import intensity_range  # noqa: E402
 from ..metrics import MISMATCH_CLASSES, warped_ground_truth  # noqa: E402
 from ._tables import ISBI_METRICS, METRIC_NAMES, OUR_LABELS  # noqa: E402
 
@@ -112,11 +113,6 @@ def label_colours(labels: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _contrast(image: np.ndarray) -> dict:
-    low, high = np.percentile(image, [0.5, 99.5])
-    return {"vmin": float(low), "vmax": float(max(high, low + 1e-6))}
-
-
 def error_overlay(target: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """RGB image: the binarised prediction in grey, other mismatches yellow, splits and merges coloured.
 
@@ -188,7 +184,8 @@ def held_out_figure(
         prob = io.as_probability(np.asarray(prob_volume[z]))
         _, classes = warped_ground_truth(prob, gt, threshold=threshold)
         counts[z] = {"split": int((classes == _SPLIT).sum()), "merge": int((classes == _MERGE).sum())}
-        row[0].imshow(raw, cmap="gray", **_contrast(raw))
+        low, high = intensity_range(raw)
+        row[0].imshow(raw, cmap="gray", vmin=low, vmax=high)
         row[1].imshow(gt > 0, cmap="gray")
         shown = row[2].imshow(prob, cmap="magma", vmin=0.0, vmax=1.0)
         row[3].imshow(label_colours(np.asarray(seg_volume[z])))
