@@ -31,7 +31,7 @@ from tqdm import tqdm
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig, save_augmentation_panel
-from .dataset import TileDataset, intensity_range, open_store, read_split
+from .dataset import TileDataset, TrainingStore, intensity_range
 from .inference import TilePredictor, predict_array, resolve_device
 from .io import atomic_write_bytes, atomic_write_text
 from .model import UNet, UNetConfig, memory_format, output_size
@@ -209,9 +209,9 @@ class Trainer:
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.work_dir = self.out_dir / ".work"
         self.device = resolve_device(cfg.device)
-        root = open_store(data_path)
-        split = read_split(root)
-        raw, labels, weights = root["0"], root["labels/cells/0"], root["weights/0"]
+        store = TrainingStore.open(data_path)
+        split = store.split
+        raw, labels, weights = store.raw, store.cells, store.weights
         train = split.slices("train")
         if train.stop <= train.start:
             raise ValueError(f"{data_path}: the training split {split.train} is empty; fix split.train")
