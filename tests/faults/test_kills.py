@@ -231,7 +231,11 @@ def test_kill_while_removing_the_work_folder_does_not_wedge_training(
     with torch_threads(1):
         train(tiny_store, tmp_path / "straight", cfg)
 
+    rmtree = shutil.rmtree
+
     def dies_half_way(path, *args, **kwargs):
+        if not (Path(path) / "training_curves.png").exists():  # emptying the work folder at the start
+            return rmtree(path, *args, **kwargs)
         for name in ("train_log.csv", "best.pt"):
             (Path(path) / name).unlink(missing_ok=True)
         raise KeyboardInterrupt
@@ -240,6 +244,9 @@ def test_kill_while_removing_the_work_folder_does_not_wedge_training(
     with torch_threads(1), pytest.raises(KeyboardInterrupt):
         train(tiny_store, tmp_path / "killed", cfg)
     monkeypatch.undo()
+    work = tmp_path / "killed" / ".work"
+    assert (tmp_path / "killed" / "last.pt").exists() and not (work / "last.pt").exists()  # published
+    assert (work / "training_curves.png").exists()  # ... and killed while removing the work folder
     argv = _train_argv(tiny_store, tmp_path / "killed")
     argv[argv.index("--iterations") + 1], argv[argv.index("--val-every") + 1] = "2", "1"
     code, stderr = cli(capsys, *argv)
