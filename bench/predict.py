@@ -28,8 +28,9 @@ import zarr
 
 from unet_core import io
 from unet_core.checkpoint import save_checkpoint
+from unet_core.inference import TilePredictor, resolve_device
 from unet_core.model import UNet, UNetConfig
-from unet_core.predict import PredictOptions, TilePredictor, predict_file, resolve_device
+from unet_core.predict import PredictOptions, predict_file
 from unet_core.tiling import network_input, plan_blocks, read_mirrored
 
 H200_CEILING_MPX = {"eager bf16": 156.0, "compiled bf16": 249.0}

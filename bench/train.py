@@ -3,7 +3,7 @@
 Both use the same model, tile size and batch, measured one after the other in this run:
 - bare step: forward, weighted loss, backward, optimiser step on tensors made beforehand;
 - full loop: tiles sampled from a prepared store, augmented (elastic, rotation, flips, gray values) in
-  the loader (worker processes with --workers > 0) and delivered by `Trainer.batches` exactly as
+  the loader (worker processes with --workers > 0) and delivered by `training.TileBatches` exactly as
   `Trainer.fit` gets them, then the same step;
 - with --contended: the bare step again while --workers processes augment tiles without pause (the loader
   workers' CPU load without their data), which tells a host slowed by busy CPUs (shared cores, memory
@@ -26,6 +26,7 @@ import torch
 
 from unet_core.prepare import PrepareConfig, prepare
 from unet_core.train import TrainConfig, Trainer, flushed_denormals
+from unet_core.training import build_trainer
 
 
 def timed_steps(trainer: Trainer, batches, n: int) -> float:
@@ -53,7 +54,8 @@ def timed_contended_steps(trainer: Trainer, batches, n: int, processes: int) -> 
     """`timed_steps` while ``processes`` forked processes augment the trainer's tiles without pause."""
     context = multiprocessing.get_context("fork")  # as the loader's workers: they never touch the GPU
     stop = context.Event()
-    busy = [context.Process(target=_augment_until, args=(stop, trainer.dataset)) for _ in range(processes)]
+    dataset = trainer.batches.dataset
+    busy = [context.Process(target=_augment_until, args=(stop, dataset)) for _ in range(processes)]
     for process in busy:
         process.start()
     try:
@@ -83,10 +85,10 @@ def main() -> None:
             depth=args.depth, width=args.width, tile_size=args.tile, batch_size=args.batch,
             iterations=args.steps + 1, num_workers=args.workers, optimizer="sgd",
         )  # fmt: skip
-        trainer = Trainer(store, Path(tmp) / "model", cfg)
+        trainer = build_trainer(store, Path(tmp) / "model", cfg)
         trainer.model.train()
         with flushed_denormals():  # as in Trainer.fit
-            batches = trainer.batches()  # the training loop's own batches
+            batches = trainer.batches(0)  # the training loop's own batches
             first = next(batches)  # also the pre-made batch of the bare steps (no second loader)
             full = timed_steps(trainer, itertools.chain([first], batches), args.steps)
             batches.close()  # stops the loader workers: they would take CPU from the bare steps

@@ -5,7 +5,7 @@ import tifffile
 import zarr
 
 from unet_core import io
-from unet_core.evaluate import evaluate_files
+from unet_core.evaluate import evaluate_files, intensity_baseline
 from unet_core.io import as_probability
 
 
@@ -81,6 +81,16 @@ def test_held_out_slices_of_a_store_without_a_split_name_the_fix(tmp_path):
         tmp_path / "p.ome.zarr", tmp_path / "gt.ome.zarr", tmp_path / "m.csv", slices="all"
     )
     assert summary.set_index(["method", "metric"]).loc[("unet", "rand_error"), "value"] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_intensity_baseline_scales_float32_intensities_in_float64(dtype):
+    raw = (np.random.default_rng(0).random((2, 30, 30)) * 200 + 10).astype(dtype)
+    low, high = np.percentile(raw, [0.5, 99.5])
+    expected = np.clip((raw.astype(np.float32).astype(np.float64) - low) / (high - low), 0.0, 1.0)
+    baseline = intensity_baseline(raw)
+    assert baseline.dtype == np.float64 and np.array_equal(baseline, expected)
+    assert baseline.min() == 0 and baseline.max() == 1
 
 
 def test_uint8_probabilities_are_scaled():

@@ -16,18 +16,9 @@ import zarr
 
 from unet_core import io
 from unet_core.checkpoint import save_checkpoint
+from unet_core.inference import TilePredictor, encode, predict_array, resolve_device
 from unet_core.model import UNet, UNetConfig
-from unet_core.predict import (
-    PredictionStore,
-    PredictOptions,
-    TilePredictor,
-    encode,
-    gather_prediction,
-    predict_array,
-    predict_file,
-    resolve_device,
-    shard_blocks,
-)
+from unet_core.predict import PredictionStore, PredictOptions, gather_prediction, predict_file, shard_blocks
 
 NORMALIZATION = (10.0, 240.0)
 

@@ -14,7 +14,7 @@ import zarr
 from unet_core import io
 from unet_core import prepare as prepare_module
 from unet_core.data.weights import instances_from_binary, weight_volume
-from unet_core.dataset import open_store, read_split
+from unet_core.dataset import TrainingStore
 from unet_core.prepare import (
     OUTPUT_BYTES,
     SHUFFLE,
@@ -51,18 +51,18 @@ def _tiff_inputs(tmp_path, raw, labels):
 
 
 def test_synthetic_store_has_every_part(tiny_store):
-    root = open_store(tiny_store)
-    raw, cells = root["0"], root["labels/cells/0"]
-    assert raw.shape == cells.shape == root["weights/0"].shape == (5, 64, 64)
+    store = TrainingStore.open(tiny_store)
+    raw, cells = store.raw, store.cells
+    assert raw.shape == cells.shape == store.weights.shape == (5, 64, 64)
     assert set(np.unique(cells[...])) == {0, 255}
-    instances = root["labels/instances/0"][...]
+    instances = store.instances[...]
     assert ((instances > 0) == (cells[...] > 0)).all()
-    assert root["weights/0"][...].min() > 0
-    split = read_split(root)
+    assert store.weights[...].min() > 0
+    split = store.split
     assert (split.train, split.val, split.test) == ((0, 3), (3, 4), (4, 5))
     assert io.open_volume(tiny_store).voxel_size == (50.0, 4.0, 4.0)
     assert io.open_volume(tiny_store).unit == "nanometer"
-    assert root["labels"].attrs["ome"]["labels"] == ["cells", "instances"]
+    assert store.root["labels"].attrs["ome"]["labels"] == ["cells", "instances"]
 
 
 def test_tiff_stack_with_isbi_polarity(tmp_path):
@@ -70,7 +70,8 @@ def test_tiff_stack_with_isbi_polarity(tmp_path):
     prepare(tmp_path / "d.ome.zarr", PrepareConfig(**_tiff_inputs(tmp_path, raw, labels)))
     root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
     assert np.array_equal(root["0"][...], raw) and np.array_equal(root["labels/cells/0"][...], labels)
-    assert read_split(root).train == (0, 3) and read_split(root).val == (3, 4)
+    split = TrainingStore.open(tmp_path / "d.ome.zarr").split
+    assert split.train == (0, 3) and split.val == (3, 4)
     assert int(root["labels/instances/0"][0].max()) == 4  # the membrane cross cuts each slice in four
 
 
@@ -187,7 +188,7 @@ def test_slabs_write_whole_shards_once_with_flat_keys(tmp_path, monkeypatch):
         assert array.shards == (2, 128, 128) and array.chunks == (1, 64, 64), name
     assert np.array_equal(zarr.open_array(str(out / "0"), mode="r")[...], raw)
     assert np.array_equal(io.read_volume(out), raw)  # the NGFF reader
-    assert np.array_equal(open_store(out)["labels/cells/0"][...], labels)
+    assert np.array_equal(TrainingStore.open(out).cells[...], labels)
 
 
 def test_at_most_two_slabs_are_in_memory(tmp_path, monkeypatch):
@@ -510,15 +511,15 @@ def test_isbi_2012_training_data_through_the_command_line(tmp_path):
     command = [sys.executable, "-m", "unet_core", "prepare", str(out), *args]  # = unet-core prepare
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    root = open_store(out)
-    assert root["0"].shape == root["labels/cells/0"].shape == root["weights/0"].shape == (20, 512, 512)
+    store = TrainingStore.open(out)
+    assert store.raw.shape == store.cells.shape == store.weights.shape == (20, 512, 512)
     labels = tifffile.imread(ISBI / "train-labels.tif")
-    cells = root["labels/cells/0"][...]
+    cells = store.cells[...]
     assert np.array_equal(cells, labels)  # ISBI polarity kept: 255 = cell, 0 = membrane
     assert 0.15 < (cells == 0).mean() < 0.35  # membranes are the minority class
-    assert np.array_equal(root["0"][...], tifffile.imread(ISBI / "train-volume.tif"))
-    split = read_split(root)
+    assert np.array_equal(store.raw[...], tifffile.imread(ISBI / "train-volume.tif"))
+    split = store.split
     assert (split.train, split.val, split.test) == ((0, 2), (2, 3), (20, 20))
-    weights = root["weights/0"][0]
+    weights = store.weights[0]
     assert weights[cells[0] == 0].mean() > 2 * weights[cells[0] > 0].mean()  # membranes weigh more
     assert io.open_volume(out).voxel_size == (50.0, 4.0, 4.0)

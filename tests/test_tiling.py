@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from unet_core.inference import TilePredictor, predict_array
 from unet_core.model import UNet, UNetConfig
-from unet_core.predict import TilePredictor, predict_array
 from unet_core.tiling import (
     Roi,
     block_side_for_overhead,

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -5,10 +8,126 @@ import torch
 import zarr
 
 from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model
-from unet_core.predict import TilePredictor
-from unet_core.train import TrainConfig, Trainer, WeightAverage, flushed_denormals, weighted_cross_entropy
+from unet_core.inference import TilePredictor
+from unet_core.model import UNet, UNetConfig, output_size
+from unet_core.train import (
+    Diverged,
+    TrainConfig,
+    Trainer,
+    WeightAverage,
+    flushed_denormals,
+    weighted_cross_entropy,
+)
+from unet_core.training import build_trainer, loader_workers, train
 
 TINY = dict(depth=2, width=4, tile_size=84, iterations=4, val_every=2, optimizer="sgd", lr=0.01, seed=5)
+
+
+def _memory_trainer(work_dir, validate, *, iterations=6, state_extras=None):
+    """A Trainer of a tiny U-Net (with dropout) on tiles made in memory: no store, no prediction."""
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(depth=2, width=4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    tiles, out = torch.Generator().manual_seed(1), output_size(84, 2)
+    raw = torch.rand(iterations, 1, 1, 84, 84, generator=tiles)
+    target = (torch.rand(iterations, 1, out, out, generator=tiles) > 0.5).to(torch.uint8)
+    weight = torch.rand(iterations, 1, out, out, generator=tiles) + 0.5
+    return Trainer(
+        model,
+        optimizer,
+        scheduler,
+        lambda start: zip(raw[start:], target[start:], weight[start:], strict=True),
+        validate=validate,
+        work_dir=work_dir,
+        iterations=iterations,
+        val_every=2,
+        select_metric="rand_error",
+        state_extras={"data_sha256": "tiles in memory"} if state_extras is None else state_extras,
+    )
+
+
+def test_the_trainer_needs_no_store_prediction_or_report():
+    code = "import sys, unet_core.train; print(*sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for stage in ("dataset", "inference", "predict", "segment", "metrics", "report", "training"):
+        assert f"unet_core.{stage}" not in loaded.split(), stage
+
+
+def test_best_checkpoint_follows_the_metric_that_validate_returns(tmp_path):
+    values, modes = iter([0.5, 0.2, 0.3]), []
+
+    def validate(model):
+        modes.append(model.training)
+        return {"val_rand_error": next(values), "val_pixel_error": 0.1}
+
+    trainer = _memory_trainer(tmp_path / "work", validate)
+    trainer.fit()
+    assert modes == [False] * 3 and trainer.model.training  # validated in eval mode, trained in train mode
+    best, last = (load_checkpoint(tmp_path / "work" / name) for name in ("best.pt", "last.pt"))
+    assert (best["iteration"], best["best_metric"]) == (4, 0.2)
+    assert (last["iteration"], last["best_iteration"], last["data_sha256"]) == (6, 4, "tiles in memory")
+    assert all(torch.equal(last["model_state"][k], t) for k, t in trainer.model.state_dict().items())
+    log = pd.read_csv(tmp_path / "work" / "train_log.csv")
+    assert log["iteration"].tolist() == [2, 4, 6] and log["val_rand_error"].tolist() == [0.5, 0.2, 0.3]
+    (tmp_path / "work" / "panel.png").write_bytes(b"a picture")
+    trainer.publish(tmp_path / "out", ["panel.png"])
+    published = ("train_log.csv", "panel.png", "best.pt", "last.pt")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(published)
+    assert not (tmp_path / "work").exists()
+
+
+def test_without_validation_best_checkpoint_follows_the_loss(tmp_path):
+    _memory_trainer(tmp_path / "work", None).fit()
+    log = pd.read_csv(tmp_path / "work" / "train_log.csv")
+    assert not [c for c in log.columns if c.startswith("val_")]
+    best = load_checkpoint(tmp_path / "work" / "best.pt")
+    assert best["best_metric"] == log["loss"].min() and best["iteration"] == log["loss"].idxmin() * 2 + 2
+
+
+def test_a_trainer_resumes_the_run_that_its_work_folder_holds(tmp_path):
+    def validate(model):  # a metric of the weights: equal in two runs when their weights are
+        return {"val_rand_error": float(sum(p.detach().abs().sum() for p in model.parameters()))}
+
+    _memory_trainer(tmp_path / "straight", validate).fit()
+    calls = []
+
+    def dies_at_the_second_checkpoint(model):
+        calls.append(model)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stands in for SIGKILL
+        return validate(model)
+
+    with pytest.raises(KeyboardInterrupt):
+        _memory_trainer(tmp_path / "resumed", dies_at_the_second_checkpoint).fit()
+    other_data = _memory_trainer(tmp_path / "resumed", validate, state_extras={"data_sha256": "other"})
+    assert other_data.resume(tmp_path / "resumed" / "last.pt") is False
+    resumed, started_at = _memory_trainer(tmp_path / "resumed", validate), []
+    resumed.fit(on_start=lambda work_dir: started_at.append(resumed.iteration))
+    assert started_at == [2]
+    straight, again = (load_checkpoint(tmp_path / name / "last.pt") for name in ("straight", "resumed"))
+    for key, tensor in straight["model_state"].items():  # dropout's stream continued too
+        assert torch.equal(tensor, again["model_state"][key]), key
+    for key in ("best_iteration", "best_metric"):
+        assert again[key] == straight[key], key
+    assert [row["iteration"] for row in again["log_rows"]] == [2, 4, 6]
+
+
+@pytest.mark.parametrize(("values", "best"), [([0.3, float("nan"), 0.2], 6), ([float("nan"), 0.2, 0.1], 2)])
+def test_a_nan_metric_never_replaces_a_best_checkpoint_but_the_first_is_kept(tmp_path, values, best):
+    metrics = iter(values)
+    _memory_trainer(tmp_path / "work", lambda model: {"val_rand_error": next(metrics)}).fit()
+    assert load_checkpoint(tmp_path / "work" / "best.pt")["iteration"] == best
+
+
+def test_validate_finding_a_diverged_network_stops_the_run_with_the_fix(tmp_path):
+    def validate(model):
+        raise Diverged("the network predicts NaN or inf on the validation slices")
+
+    match = r"diverged by iteration 2 \(the network predicts NaN or inf .*\); lower train.lr or set"
+    with pytest.raises(ValueError, match=match):
+        _memory_trainer(tmp_path / "work", validate).fit()
+    assert not (tmp_path / "work" / "best.pt").exists()
 
 
 def test_weighted_cross_entropy_by_hand():
@@ -21,7 +140,7 @@ def test_weighted_cross_entropy_by_hand():
 
 @pytest.mark.parametrize("select", ["rand_error", "segmented_rand_error"])
 def test_training_writes_checkpoints_and_log(tiny_store, tmp_path, select):
-    Trainer(tiny_store, tmp_path, TrainConfig(**TINY, select_metric=select)).fit()
+    train(tiny_store, tmp_path, TrainConfig(**TINY, select_metric=select))
     log = pd.read_csv(tmp_path / "train_log.csv")
     assert log["iteration"].tolist() == [2, 4]
     validation = {"val_pixel_error", "val_rand_error", "val_segmented_rand_error"}
@@ -39,7 +158,7 @@ def test_training_writes_checkpoints_and_log(tiny_store, tmp_path, select):
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monkeypatch, ema):
     cfg = TrainConfig(**TINY, ema=ema)
-    Trainer(tiny_store, tmp_path / "straight", cfg).fit()
+    train(tiny_store, tmp_path / "straight", cfg)
 
     original = Trainer._checkpoint
 
@@ -49,11 +168,11 @@ def test_killed_training_resumes_to_the_same_weights(tiny_store, tmp_path, monke
 
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_store, tmp_path / "resumed", cfg).fit()
+        train(tiny_store, tmp_path / "resumed", cfg)
     assert load_checkpoint(tmp_path / "resumed" / ".work" / "last.pt")["iteration"] == 2
     assert not (tmp_path / "resumed" / "last.pt").exists()  # nothing published before the end
     monkeypatch.setattr(Trainer, "_checkpoint", original)
-    Trainer(tiny_store, tmp_path / "resumed", cfg).fit()
+    train(tiny_store, tmp_path / "resumed", cfg)
 
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
@@ -85,13 +204,13 @@ def test_weight_average_warms_up_then_decays_and_copies_step_counts():
 def test_averaged_weights_are_validated_and_saved_for_prediction(tiny_store, tmp_path, monkeypatch):
     validated = []
     monkeypatch.setattr(
-        "unet_core.train.TilePredictor",
+        "unet_core.training.TilePredictor",
         lambda model, **kw: validated.append(model) or TilePredictor(model, **kw),
     )
-    trainer = Trainer(tiny_store, tmp_path, TrainConfig(**TINY, ema=0.9))
+    trainer = build_trainer(tiny_store, tmp_path, TrainConfig(**TINY, ema=0.9))
     trainer.fit()
     assert validated == [trainer.average.module] * 2 and validated[0] is not trainer.model
-    last = load_checkpoint(tmp_path / "last.pt")
+    last = load_checkpoint(trainer.work_dir / "last.pt")
     assert last["average_updates"] == TINY["iterations"]
     for key, tensor in trainer.average.module.state_dict().items():
         assert torch.equal(last["model_state"][key], tensor), key  # what predict loads
@@ -100,20 +219,21 @@ def test_averaged_weights_are_validated_and_saved_for_prediction(tiny_store, tmp
 
 
 def test_changed_configuration_starts_afresh(tiny_store, tmp_path):
-    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
-    trainer = Trainer(tiny_store, tmp_path, TrainConfig(**{**TINY, "lr": 0.02}))
+    train(tiny_store, tmp_path, TrainConfig(**TINY))
+    trainer = build_trainer(tiny_store, tmp_path, TrainConfig(**{**TINY, "lr": 0.02}))
     assert trainer.resume(tmp_path / "last.pt") is False
     assert trainer.iteration == 0
-    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).resume(tmp_path / "last.pt") is True
+    assert build_trainer(tiny_store, tmp_path, TrainConfig(**TINY)).resume(tmp_path / "last.pt") is True
 
 
 def test_changed_data_starts_afresh(tiny_store, tmp_path):
     from unet_core.prepare import PrepareConfig, prepare
 
-    Trainer(tiny_store, tmp_path / "m", TrainConfig(**TINY)).fit()
+    train(tiny_store, tmp_path / "m", TrainConfig(**TINY))
     other = tmp_path / "other.ome.zarr"
     prepare(other, PrepareConfig(synthetic_shape=(5, 64, 64), seed=2, train_slices=(0, 3), val_slices=(3, 4)))
-    assert Trainer(other, tmp_path / "m", TrainConfig(**TINY)).resume(tmp_path / "m" / "last.pt") is False
+    trainer = build_trainer(other, tmp_path / "m", TrainConfig(**TINY))
+    assert trainer.resume(tmp_path / "m" / "last.pt") is False
 
 
 @pytest.mark.parametrize(
@@ -138,13 +258,12 @@ def test_bad_training_options_are_refused(change, match):
 
 
 def test_automatic_loader_workers_feed_a_gpu_and_spare_a_cpu(tiny_store, tmp_path, monkeypatch):
-    trainer = Trainer(tiny_store, tmp_path, TrainConfig(**TINY))  # num_workers = -1
-    assert trainer.loader_workers == 0  # on a CPU, workers would take cores from the model
-    trainer.device = torch.device("cuda")
+    trainer = build_trainer(tiny_store, tmp_path, TrainConfig(**TINY))  # num_workers = -1
+    assert trainer.batches.workers == 0  # on a CPU, workers would take cores from the model
     for cpus, workers in ((64, 8), (6, 4), (2, 0)):
         monkeypatch.setattr("os.sched_getaffinity", lambda _, n=cpus: set(range(n)))
-        assert trainer.loader_workers == workers
-    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY, num_workers=3)).loader_workers == 3
+        assert loader_workers(-1, torch.device("cuda")) == workers
+    assert build_trainer(tiny_store, tmp_path, TrainConfig(**TINY, num_workers=3)).batches.workers == 3
 
 
 def test_empty_training_split_is_refused(tmp_path):
@@ -156,34 +275,34 @@ def test_empty_training_split_is_refused(tmp_path):
     attrs = dict(root.attrs)["unet_core"]
     root.attrs["unet_core"] = attrs | {"split": attrs["split"] | {"train": [0, 0]}}
     with pytest.raises(ValueError, match="training split .* is empty"):
-        Trainer(store, tmp_path / "m", TrainConfig(**TINY))
+        build_trainer(store, tmp_path / "m", TrainConfig(**TINY))
 
 
 def test_a_diverging_run_stops_with_the_fix_and_publishes_nothing(tiny_store, tmp_path):
     cfg = TrainConfig(**{**TINY, "lr": 1e6, "grad_clip": 0.0})
     with pytest.raises(ValueError, match=r"training diverged by iteration 2 .*; lower train.lr"):
-        Trainer(tiny_store, tmp_path, cfg).fit()
+        train(tiny_store, tmp_path, cfg)
     assert not (tmp_path / "best.pt").exists() and not (tmp_path / ".work" / "best.pt").exists()
 
 
 def test_resume_ignores_settings_that_do_not_change_results(tiny_store, tmp_path):
-    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
+    train(tiny_store, tmp_path, TrainConfig(**TINY))
     other_loader = TrainConfig(**{**TINY, "num_workers": 1, "device": "cpu"})
-    assert Trainer(tiny_store, tmp_path, other_loader).resume(tmp_path / "last.pt") is True
+    assert build_trainer(tiny_store, tmp_path, other_loader).resume(tmp_path / "last.pt") is True
 
 
 @pytest.mark.parametrize("resume_point", ["damaged", "another configuration's"])
 def test_a_damaged_resume_point_or_another_runs_work_is_not_kept(tiny_store, tmp_path, resume_point):
-    Trainer(tiny_store, tmp_path / "a", TrainConfig(**TINY)).fit()
+    train(tiny_store, tmp_path / "a", TrainConfig(**TINY))
     work = tmp_path / "m" / ".work"
     work.mkdir(parents=True)
     if resume_point == "damaged":  # a kill while it was copied elsewhere, a bad disk...
         (work / "last.pt").write_bytes(b"truncated")
     else:
-        Trainer(tiny_store, tmp_path / "b", TrainConfig(**{**TINY, "lr": 0.02})).fit()
+        train(tiny_store, tmp_path / "b", TrainConfig(**{**TINY, "lr": 0.02}))
         (work / "last.pt").write_bytes((tmp_path / "b" / "last.pt").read_bytes())
     (work / "augmentation.png").write_bytes(b"another run's tiles")
-    Trainer(tiny_store, tmp_path / "m", TrainConfig(**TINY)).fit()
+    train(tiny_store, tmp_path / "m", TrainConfig(**TINY))
     assert (tmp_path / "m" / "augmentation.png").read_bytes() == (
         tmp_path / "a" / "augmentation.png"
     ).read_bytes()
@@ -229,8 +348,8 @@ def test_missing_checkpoint_names_the_file(tmp_path):
 
 def test_compiled_training_follows_the_eager_run(tiny_store, tmp_path):
     cfg = {**TINY, "iterations": 2, "val_every": 2}
-    Trainer(tiny_store, tmp_path / "eager", TrainConfig(**cfg)).fit()
-    Trainer(tiny_store, tmp_path / "compiled", TrainConfig(**cfg, compile=True)).fit()
+    train(tiny_store, tmp_path / "eager", TrainConfig(**cfg))
+    train(tiny_store, tmp_path / "compiled", TrainConfig(**cfg, compile=True))
     eager = load_checkpoint(tmp_path / "eager" / "last.pt")["model_state"]
     compiled = load_checkpoint(tmp_path / "compiled" / "last.pt")["model_state"]
     assert eager.keys() == compiled.keys()  # the checkpoint holds the plain module's names
@@ -239,12 +358,12 @@ def test_compiled_training_follows_the_eager_run(tiny_store, tmp_path):
 
 def test_normalised_network_trains_resumes_and_reloads(tiny_store, tmp_path):
     cfg = TrainConfig(**TINY, norm="batch")
-    Trainer(tiny_store, tmp_path, cfg).fit()
+    train(tiny_store, tmp_path, cfg)
     model, _ = load_model(tmp_path / "best.pt")
     assert model.config.norm == "batch"
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert Trainer(tiny_store, tmp_path, cfg).resume(tmp_path / "last.pt") is True
-    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).resume(tmp_path / "last.pt") is False
+    assert build_trainer(tiny_store, tmp_path, cfg).resume(tmp_path / "last.pt") is True
+    assert build_trainer(tiny_store, tmp_path, TrainConfig(**TINY)).resume(tmp_path / "last.pt") is False
 
 
 def test_augmentation_strengths_reach_the_training_tiles(tiny_store, tmp_path):
@@ -257,10 +376,11 @@ def test_augmentation_strengths_reach_the_training_tiles(tiny_store, tmp_path):
         aug_noise_std=0.0,
         aug_elastic_sigma=4.0,
     )
-    augmentation = Trainer(tiny_store, tmp_path, cfg).dataset.augment_config
+    augmentation = build_trainer(tiny_store, tmp_path, cfg).batches.dataset.augment_config
     assert augmentation.rotation_degrees == 0 and not augmentation.gray
     assert augmentation.elastic_sigma == 4.0 and augmentation.elastic_grid == 3 and augmentation.flip_rotate
-    assert Trainer(tiny_store, tmp_path, TrainConfig(**TINY, augment=False)).dataset.augment_config is None
+    unaugmented = build_trainer(tiny_store, tmp_path, TrainConfig(**TINY, augment=False))
+    assert unaugmented.batches.dataset.augment_config is None
 
 
 @pytest.mark.parametrize(
@@ -277,12 +397,12 @@ def test_batches_are_the_dataset_tiles_in_order_from_the_current_iteration(
     tiny_store, tmp_path, batch_size, workers
 ):
     cfg = TrainConfig(**{**TINY, "iterations": 7, "batch_size": batch_size, "num_workers": workers})
-    trainer = Trainer(tiny_store, tmp_path, cfg)
-    trainer.iteration = 2  # as after a resume: several steps' tiles travel together, not from tile 0
-    batches = list(trainer.batches())
+    trainer = build_trainer(tiny_store, tmp_path, cfg)
+    # From iteration 2, as after a resume: several steps' tiles travel together, not from tile 0.
+    batches = list(trainer.batches(2))
     assert len(batches) == cfg.iterations - 2
     for step, batch in enumerate(batches, start=2):
-        items = [trainer.dataset[k] for k in range(step * batch_size, (step + 1) * batch_size)]
+        items = [trainer.batches.dataset[k] for k in range(step * batch_size, (step + 1) * batch_size)]
         for got, expected in zip(batch, zip(*items, strict=True), strict=True):
             assert torch.equal(got, torch.stack(expected))
     assert batches[0][1].dtype == torch.uint8  # labels cross between processes as bytes
@@ -296,7 +416,7 @@ def test_training_flushes_denormals_and_restores_the_setting(tiny_store, tmp_pat
         return step(self, *batch)
 
     monkeypatch.setattr(Trainer, "step", recording_step)
-    Trainer(tiny_store, tmp_path, TrainConfig(**TINY)).fit()
+    train(tiny_store, tmp_path, TrainConfig(**TINY))
     assert seen == [True] * TINY["iterations"]
     assert torch.tensor(1e-39) != 0  # the process-wide setting is back (other numerics rely on it)
     with flushed_denormals():

@@ -166,7 +166,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train
+    from .train import TrainConfig
+    from .training import train
 
     data, out_dir = Path(args.data).resolve(), Path(args.out_dir).resolve()
     if out_dir == data or data in out_dir.parents:

@@ -1,23 +1,31 @@
 """The prepared training store ``data.ome.zarr`` and training tiles sampled from it.
 
-Layout written by ``unet-core prepare`` (every image NGFF 0.5, level 0 at ``"0"``)::
+`TrainingStore` writes (for ``unet-core prepare``) and reads this layout; no other module names its keys.
+Every image is NGFF 0.5, level 0 at ``"0"``::
 
     data.ome.zarr/0                   raw (Z, Y, X), dtype of the source
     data.ome.zarr/labels/cells/0      binary labels, ISBI convention: 0 = membrane, 255 = cell
     data.ome.zarr/labels/instances/0  4-connected cells per slice (int32, 0 = membrane)
     data.ome.zarr/weights/0           the paper's weight map w(x) (float32)
-    attrs["unet_core"]["split"]       {"train": [z0, z1], "val": [z0, z1], "test": [z0, z1]}
+    labels attrs["ome"]               {"version": "0.5", "labels": ["cells", "instances"]}
+    attrs["unet_core"]                {"format_version": 1, "source": raw's path, "labels": labels' path,
+                                       "split": {"train": [z0, z1], "val": [z0, z1], "test": [z0, z1]},
+                                       "weights": {"w0": w0, "sigma": sigma, "class_weights": [wm, wc]}}
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import zarr
 
+from . import io
 from .data.augment import AugmentConfig, augment
 from .model import context, output_size
 from .tiling import Roi, read_mirrored
@@ -42,22 +50,149 @@ class Split:
         return {name: list(getattr(self, name)) for name in SPLITS}
 
 
-def open_store(path: str | os.PathLike) -> zarr.Group:
-    """Open a prepared store read-only, with a clear error when it is not one."""
-    try:
-        root = zarr.open_group(store=str(path), mode="r")
-        root["0"], root["labels/cells/0"], root["weights/0"]  # noqa: B018 - existence check
-    except Exception as err:
-        raise ValueError(
-            f"{path}: not a prepared training store ({err}); create it with `unet-core prepare`"
-        ) from err
-    return root
+#: The store's images by array name: their group (``""``: the root) and dtype (None: the source's).
+IMAGES: dict[str, tuple[str, type | None]] = {
+    "raw": ("", None),
+    "cells": ("labels/cells", np.uint8),
+    "instances": ("labels/instances", np.int32),
+    "weights": ("weights", np.float32),
+}
+LABELS = ("cells", "instances")
+FORMAT_VERSION = 1
 
 
-def read_split(root: zarr.Group) -> Split:
-    """The train/val/test split recorded by ``prepare``."""
-    split = dict(root.attrs)["unet_core"]["split"]
-    return Split(**{name: tuple(split[name]) for name in SPLITS})
+class TrainingStore:
+    """The prepared training store: its arrays, split and weight-map parameters by name.
+
+    `create` lays out a new store; `open` reads a prepared one, and `find` any store that holds cell
+    labels where a prepared one does (evaluation and the report take those too).
+    """
+
+    def __init__(self, root: zarr.Group, path: str | os.PathLike) -> None:
+        self.root, self.path = root, path
+
+    @classmethod
+    def create(
+        cls,
+        root: zarr.Group,
+        *,
+        raw_dtype: np.dtype,
+        shuffle: Mapping[str, str],
+        source: str,
+        labels: str,
+        split: Split,
+        w0: float,
+        sigma: float,
+        class_weights: Sequence[float],
+        **image_options: Any,
+    ) -> dict[str, zarr.Array]:
+        """Lay out a new store in the empty group ``root``: the four images and the record.
+
+        Parameters
+        ----------
+        root : zarr.Group
+            The empty Zarr v3 group that becomes the store.
+        raw_dtype : numpy dtype
+            Raw's dtype; the other arrays have the layout's fixed types.
+        shuffle : mapping
+            The Blosc shuffle of each array (`io.compressor`), by array name.
+        source, labels : str
+            The paths raw and labels were read from, for the record.
+        split : Split
+            The train/val/test slice ranges.
+        w0, sigma, class_weights : float, float, sequence of float
+            The weight map's parameters (`unet_core.data.weights`), class weights of (membrane, cell).
+        **image_options
+            `io.create_image`'s storage options, the same for every array (``shape``, ``chunks``, ...).
+
+        Returns
+        -------
+        dict of zarr.Array
+            The empty arrays by name (``raw``, ``cells``, ``instances``, ``weights``), to be written.
+        """
+        arrays = {
+            name: io.create_image(
+                root,
+                group,
+                dtype=dtype or raw_dtype,
+                label=name in LABELS,
+                shuffle=shuffle[name],
+                **image_options,
+            )
+            for name, (group, dtype) in IMAGES.items()
+        }
+        root.require_group("labels").attrs["ome"] = {"version": io.NGFF_VERSION, "labels": list(LABELS)}
+        root.attrs["unet_core"] = {
+            "format_version": FORMAT_VERSION,
+            "source": source,
+            "labels": labels,
+            "split": split.to_dict(),
+            "weights": {"w0": w0, "sigma": sigma, "class_weights": list(class_weights)},
+        }
+        return arrays
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> TrainingStore:
+        """Open a prepared store read-only; a ValueError naming ``path`` and the fix when it is not one."""
+        try:
+            store = cls(zarr.open_group(store=str(path), mode="r"), path)
+            store.raw, store.cells, store.weights  # noqa: B018 - existence check
+            if store.split is None:
+                raise ValueError("it records no train/val/test split")
+        except Exception as err:
+            raise ValueError(
+                f"{path}: not a prepared training store ({err}); create it with `unet-core prepare`"
+            ) from err
+        return store
+
+    @classmethod
+    def find(cls, path: str | os.PathLike) -> TrainingStore | None:
+        """The store at ``path`` if it is a Zarr group with cell labels where a prepared store has them,
+        else None (a label volume of another kind, say)."""
+        node = zarr.open(store=os.fspath(path), mode="r") if Path(path).is_dir() else None
+        if isinstance(node, zarr.Group) and _level0("cells") in node:
+            return cls(node, path)
+        return None
+
+    @property
+    def raw(self) -> zarr.Array:
+        """Raw intensities, the source's dtype."""
+        return self.root[_level0("raw")]
+
+    @property
+    def cells(self) -> zarr.Array:
+        """Binary labels: 0 = membrane, 255 = cell."""
+        return self.root[_level0("cells")]
+
+    @property
+    def instances(self) -> zarr.Array:
+        """Cell ids (int32), 0 = membrane."""
+        return self.root[_level0("instances")]
+
+    @property
+    def weights(self) -> zarr.Array:
+        """The weight map w(x) (float32)."""
+        return self.root[_level0("weights")]
+
+    @property
+    def split(self) -> Split | None:
+        """The train/val/test split ``prepare`` recorded; None when the store records none."""
+        split = self._record.get("split")
+        return None if split is None else Split(**{name: tuple(split[name]) for name in SPLITS})
+
+    @property
+    def weight_parameters(self) -> dict[str, Any]:
+        """``w0``, ``sigma`` and ``class_weights`` (membrane, cell) of the stored weight map."""
+        return self._record["weights"]
+
+    @property
+    def _record(self) -> dict[str, Any]:
+        return dict(self.root.attrs).get("unet_core", {})
+
+
+def _level0(name: str) -> str:
+    group = IMAGES[name][0]
+    return f"{group}/0" if group else "0"
 
 
 def held_out(split: Split) -> slice:
@@ -66,9 +201,31 @@ def held_out(split: Split) -> slice:
     return test if test.stop > test.start else split.slices("val")
 
 
-def normalization_range(raw: np.ndarray) -> tuple[float, float]:
-    """Intensities mapped to 0 and 1 at the network input (0.5 and 99.5 percentiles of training data)."""
-    low, high = np.percentile(raw, [0.5, 99.5])
+def intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """The intensities that scaling maps to 0 and 1: the 0.5 and 99.5 percentiles of ``image``.
+
+    The network's input normalisation (of the training raw data), the intensity-threshold baseline of
+    `unet_core.evaluate` and the contrast of raw data in the report's figures all scale by it.
+
+    Parameters
+    ----------
+    image : ndarray
+        Intensities of any shape and real dtype.
+
+    Returns
+    -------
+    low, high : float
+        The two percentiles, ``high`` raised to ``low + 1e-6`` if need be, so that dividing by
+        ``high - low`` is safe on nearly constant data.
+
+    Examples
+    --------
+    >>> intensity_range(np.arange(1001.0))
+    (5.0, 995.0)
+    >>> intensity_range(np.zeros(4))
+    (0.0, 1e-06)
+    """
+    low, high = np.percentile(image, [0.5, 99.5])
     return float(low), float(max(high, low + 1e-6))
 
 

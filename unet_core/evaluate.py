@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import zarr
 
 from . import io, metrics
-from .dataset import held_out, read_split
+from .dataset import TrainingStore, held_out, intensity_range
 from .paths import refuse_overwriting_input
 from .segment import cell_map
 
@@ -28,9 +27,10 @@ BASELINE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 51), 4)  # a fine sweep, to
 
 
 def intensity_baseline(raw: np.ndarray) -> np.ndarray:
-    """Raw intensity rescaled to [0, 1] (0.5/99.5 percentiles): a threshold on it is the baseline."""
-    low, high = np.percentile(raw, [0.5, 99.5])
-    return np.clip((raw.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0)
+    """Raw intensity rescaled to [0, 1] (`dataset.intensity_range`): a threshold on it is the baseline."""
+    low, high = intensity_range(raw)
+    # float32 intensities, as the network reads them, scaled in float64, as the probabilities are scored
+    return np.clip((raw.astype(np.float32).astype(np.float64) - low) / (high - low), 0.0, 1.0)
 
 
 def _parse_slices(text: str, n: int) -> slice:
@@ -48,11 +48,11 @@ def _parse_slices(text: str, n: int) -> slice:
 def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray | None, tuple[int, ...]]:
     """Ground truth, the slices to score, raw data for the baseline when the store has it, and the shape
     of the whole labelled volume (which the prediction must have)."""
-    node = zarr.open(store=path, mode="r") if Path(path).is_dir() else None
-    if isinstance(node, zarr.Group) and "labels/cells/0" in node:
-        gt = node["labels/cells/0"]
-        chosen = _held_out(node, path) if slices == "held-out" else _parse_slices(slices, gt.shape[0])
-        raw = io.read_slices(io.Volume(node["0"], path), chosen.start, chosen.stop)
+    store = TrainingStore.find(path)
+    if store is not None:
+        gt = store.cells
+        chosen = _held_out(store) if slices == "held-out" else _parse_slices(slices, gt.shape[0])
+        raw = io.read_slices(io.Volume(store.raw, path), chosen.start, chosen.stop)
         return io.read_slices(io.Volume(gt, path), chosen.start, chosen.stop), chosen, raw, gt.shape
     volume = io.open_volume(path)
     io.check_real(volume, "labels")
@@ -61,13 +61,13 @@ def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray 
     return io.read_slices(volume, chosen.start, chosen.stop), chosen, None, volume.shape
 
 
-def _held_out(store: zarr.Group, path: str) -> slice:
-    if "split" not in dict(store.attrs).get("unet_core", {}):
+def _held_out(store: TrainingStore) -> slice:
+    if store.split is None:
         raise io.VolumeError(
-            f"{path}: records no train/val/test split (not written by unet-core prepare); "
+            f"{store.path}: records no train/val/test split (not written by unet-core prepare); "
             "score it with --slices all or --slices START:STOP"
         )
-    return held_out(read_split(store))
+    return held_out(store.split)
 
 
 def _segmented_cells(path: str | os.PathLike, shape: tuple[int, ...], chosen: slice) -> np.ndarray:

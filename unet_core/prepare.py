@@ -6,7 +6,7 @@ stack larger than memory converts with memory bounded by `PrepareConfig.slab_mb`
 1. metadata checks: paths, shapes, dtypes, the split (nothing read yet);
 2. a checking pass over raw and labels: NaN/inf, blank raw slices, label values, empty label slices,
    and the class counts that the weight map's class balance needs;
-3. the writing pass: raw, labels/cells, labels/instances and weights, slab by slab; the slices of a slab
+3. the writing pass: raw, cells, instances and weights, slab by slab; the slices of a slab
    are converted on one thread per CPU while the slab before it is written (`_write`).
 
 Every error is raised before step 3, and the store appears atomically (`io.atomic_directory`), so a
@@ -34,7 +34,7 @@ from tqdm import tqdm
 from . import io
 from .data.synthetic import generate_volume
 from .data.weights import border_band, class_weights_from_counts, weight_map
-from .dataset import Split
+from .dataset import Split, TrainingStore
 from .parallel import usable_cpus
 from .paths import refuse_overwriting_input
 
@@ -418,8 +418,35 @@ class _Timer(Counter):
         return now
 
 
+def _create_store(
+    root: zarr.Group, source: _Source, cfg: PrepareConfig, split: Split, balance: tuple[float, float]
+) -> dict[str, zarr.Array]:
+    """The store's empty arrays by name, with its record (`TrainingStore.create`)."""
+    shape = source.raw.shape
+    arrays = TrainingStore.create(
+        root,
+        raw_dtype=source.raw.dtype.newbyteorder("="),
+        shuffle=SHUFFLE,
+        source=source.raw_name,
+        labels=source.labels_name,
+        split=split,
+        w0=cfg.w0,
+        sigma=cfg.sigma,
+        class_weights=balance,
+        shape=shape,
+        chunks=cfg.chunks,
+        voxel_size=cfg.voxel_size or source.raw.voxel_size,
+        unit=cfg.unit or source.raw.unit,
+        compression_level=cfg.compression_level,
+        shard_slices=shard_slices(shape, cfg.chunks),
+        flat_keys=True,  # c.z.0.0, no folders c/z/0 per shard: folders cost up to a fifth of write CPU
+    )
+    # Store every chunk, unlike zarr by default: no chunk-wide compare with the fill value.
+    return {name: array.with_config({"write_empty_chunks": True}) for name, array in arrays.items()}
+
+
 def _write(
-    root: zarr.Group,
+    arrays: dict[str, zarr.Array],
     source: _Source,
     cfg: PrepareConfig,
     step: int,
@@ -429,29 +456,6 @@ def _write(
     """The writing pass: read and convert slab k + 1 while slab k is written in the background; waiting
     for that write before handing over the next keeps ``SLABS_IN_FLIGHT`` = 2 slabs in memory."""
     shape, raw_dtype = source.raw.shape, source.raw.dtype.newbyteorder("=")
-    voxel_size = cfg.voxel_size or source.raw.voxel_size
-    common = {
-        "shape": shape,
-        "chunks": cfg.chunks,
-        "voxel_size": voxel_size,
-        "unit": cfg.unit or source.raw.unit,
-        "compression_level": cfg.compression_level,
-        "shard_slices": shard_slices(shape, cfg.chunks),
-        "flat_keys": True,  # c.z.0.0, no folders c/z/0 per shard: folders cost up to a fifth of write CPU
-    }
-    dtypes = {"raw": raw_dtype, "cells": np.uint8, "instances": np.int32, "weights": np.float32}
-    paths = {"raw": "", "cells": "labels/cells", "instances": "labels/instances", "weights": "weights"}
-    arrays = {
-        name: io.create_image(
-            root,
-            paths[name],
-            dtype=dtypes[name],
-            label=name in ("cells", "instances"),
-            shuffle=SHUFFLE[name],
-            **common,
-        ).with_config({"write_empty_chunks": True})  # store all, unlike zarr: no chunk-wide compare
-        for name in paths
-    }
     timer, last_id, writing = _Timer(), 0, None
 
     def wait_for_write() -> None:  # raises the write's error, if any
@@ -491,7 +495,7 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig, *, threads: int | N
     Returns
     -------
     Split
-        The train/val/test slice ranges written to ``attrs["unet_core"]["split"]``.
+        The train/val/test slice ranges recorded in the store (`TrainingStore.split`).
 
     Raises
     ------
@@ -525,18 +529,7 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig, *, threads: int | N
     balance = class_weights_from_counts(counts.membrane, counts.cells)
     with io.atomic_directory(out_path) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
-        _write(root, source, cfg, step, balance, workers)
-        root.require_group("labels").attrs["ome"] = {
-            "version": io.NGFF_VERSION,
-            "labels": ["cells", "instances"],
-        }
-        root.attrs["unet_core"] = {
-            "format_version": 1,
-            "source": source.raw_name,
-            "labels": source.labels_name,
-            "split": split.to_dict(),
-            "weights": {"w0": cfg.w0, "sigma": cfg.sigma, "class_weights": list(balance)},
-        }
+        _write(_create_store(root, source, cfg, split, balance), source, cfg, step, balance, workers)
     seconds = time.perf_counter() - started
     megabytes = math.prod(shape) * source.raw.dtype.itemsize / 1e6
     log.info(

@@ -24,7 +24,7 @@ import zarr
 from unet_core import io
 from unet_core.checkpoint import load_model
 from unet_core.data.synthetic import generate_volume
-from unet_core.predict import TilePredictor, encode, predict_array
+from unet_core.inference import TilePredictor, encode, predict_array
 
 from ._support import assert_no_output, assert_user_error, cli, run_cli, tree_hash
 

@@ -24,7 +24,8 @@ from unet_core.data.synthetic import generate_volume
 from unet_core.evaluate import evaluate_files
 from unet_core.predict import PredictionStore, PredictOptions, predict_file
 from unet_core.prepare import PrepareConfig, prepare
-from unet_core.train import TrainConfig, Trainer
+from unet_core.train import TrainConfig
+from unet_core.training import train
 
 from ._support import (
     assert_no_output,
@@ -124,7 +125,7 @@ def _model_states(folder: Path) -> dict[str, dict]:
 def test_killed_training_resumes_to_the_same_weights(tmp_path, tiny_store):
     rng = np.random.default_rng(SEED)
     with torch_threads(1):
-        Trainer(tiny_store, tmp_path / "straight", TrainConfig(**TINY)).fit()
+        train(tiny_store, tmp_path / "straight", TrainConfig(**TINY))
     out = tmp_path / "killed"
     argv = _train_argv(tiny_store, out)
     early, late = int(rng.choice([2, 4])), int(rng.choice([8, 10]))  # a resumed run passes `late`
@@ -228,17 +229,24 @@ def test_kill_while_removing_the_work_folder_does_not_wedge_training(
     tests/test_train.py does, with KeyboardInterrupt standing in for SIGKILL)."""
     cfg = TrainConfig(**{**TINY, "iterations": 2, "val_every": 1})
     with torch_threads(1):
-        Trainer(tiny_store, tmp_path / "straight", cfg).fit()
+        train(tiny_store, tmp_path / "straight", cfg)
+
+    rmtree = shutil.rmtree
 
     def dies_half_way(path, *args, **kwargs):
+        if not (Path(path) / "training_curves.png").exists():  # emptying the work folder at the start
+            return rmtree(path, *args, **kwargs)
         for name in ("train_log.csv", "best.pt"):
             (Path(path) / name).unlink(missing_ok=True)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(shutil, "rmtree", dies_half_way)
     with torch_threads(1), pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_store, tmp_path / "killed", cfg).fit()
+        train(tiny_store, tmp_path / "killed", cfg)
     monkeypatch.undo()
+    work = tmp_path / "killed" / ".work"
+    assert (tmp_path / "killed" / "last.pt").exists() and not (work / "last.pt").exists()  # published
+    assert (work / "training_curves.png").exists()  # ... and killed while removing the work folder
     argv = _train_argv(tiny_store, tmp_path / "killed")
     argv[argv.index("--iterations") + 1], argv[argv.index("--val-every") + 1] = "2", "1"
     code, stderr = cli(capsys, *argv)

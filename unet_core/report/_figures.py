@@ -16,13 +16,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import zarr  # noqa: E402
 from cycler import cycler  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from .. import io  # noqa: E402
+from ..dataset import TrainingStore, intensity_range  # noqa: E402
 from ..metrics import MISMATCH_CLASSES, warped_ground_truth  # noqa: E402
 from ._tables import ISBI_METRICS, METRIC_NAMES, OUR_LABELS  # noqa: E402
 
@@ -112,11 +112,6 @@ def label_colours(labels: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _contrast(image: np.ndarray) -> dict:
-    low, high = np.percentile(image, [0.5, 99.5])
-    return {"vmin": float(low), "vmax": float(max(high, low + 1e-6))}
-
-
 def error_overlay(target: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """RGB image: the binarised prediction in grey, other mismatches yellow, splits and merges coloured.
 
@@ -150,7 +145,7 @@ def held_out_figure(
     Parameters
     ----------
     data : str or path-like
-        Prepared store (raw at ``0``, ground truth at ``labels/cells/0``).
+        Prepared store (`unet_core.dataset.TrainingStore`): its raw data and cell labels are shown.
     prediction, segmentation : str or path-like
         Probability and instance-label volumes of the same store.
     zs : sequence of int
@@ -166,17 +161,17 @@ def held_out_figure(
     counts : dict
         Per slice, the number of ``split`` and ``merge`` pixels marked.
     """
-    root = zarr.open_group(store=os.fspath(data), mode="r")
-    if "labels/cells/0" not in root:
+    store = TrainingStore.find(data)
+    if store is None:
         raise ValueError(
             f"{data}: no labels/cells in it; give the data.ome.zarr that `unet-core prepare` wrote"
         )
     prob_volume = io.open_volume(prediction).array
     seg_volume = io.open_volume(segmentation).array
     for path, volume in ((prediction, prob_volume), (segmentation, seg_volume)):
-        if volume.shape != root["0"].shape:
+        if volume.shape != store.raw.shape:
             raise ValueError(
-                f"{path}: shape {volume.shape} differs from {data}'s {root['0'].shape}; give the held-out "
+                f"{path}: shape {volume.shape} differs from {data}'s {store.raw.shape}; give the held-out "
                 "volume's prediction and segmentation"
             )
     fig, axes = plt.subplots(
@@ -184,11 +179,12 @@ def held_out_figure(
     )
     counts = {}
     for row, z in zip(axes, zs, strict=True):
-        raw, gt = np.asarray(root["0"][z]), np.asarray(root["labels/cells/0"][z])
+        raw, gt = np.asarray(store.raw[z]), np.asarray(store.cells[z])
         prob = io.as_probability(np.asarray(prob_volume[z]))
         _, classes = warped_ground_truth(prob, gt, threshold=threshold)
         counts[z] = {"split": int((classes == _SPLIT).sum()), "merge": int((classes == _MERGE).sum())}
-        row[0].imshow(raw, cmap="gray", **_contrast(raw))
+        low, high = intensity_range(raw)
+        row[0].imshow(raw, cmap="gray", vmin=low, vmax=high)
         row[1].imshow(gt > 0, cmap="gray")
         shown = row[2].imshow(prob, cmap="magma", vmin=0.0, vmax=1.0)
         row[3].imshow(label_colours(np.asarray(seg_volume[z])))
