@@ -23,6 +23,7 @@ import pandas as pd
 from .. import io
 from ..paths import refuse_overwriting_input
 from ._figures import (
+    cover_figure,
     held_out_figure,
     label_colours,
     orthoviews_figure,
@@ -67,6 +68,7 @@ __all__ = [
     "benchmark_times",
     "build_report",
     "choose_slices",
+    "cover_figure",
     "find_seeds",
     "git_state",
     "hardware",
@@ -264,6 +266,7 @@ def build_report(
     per_slice_csv: str | os.PathLike | None = None,
     volumes: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]] | None = None,
     models: Sequence[str | os.PathLike] = (),
+    package: str | os.PathLike | None = None,
     config: Mapping | None = None,
     config_files: Iterable[str | os.PathLike] = (),
     repo: str | os.PathLike | None = None,
@@ -292,6 +295,9 @@ def build_report(
     models : sequence of path-like, optional
         The checkpoints predict averaged (ensemble members 0, 1, ...), checksummed into the provenance as
         ``model``, ``model/member1``, ...
+    package : str or path-like, optional
+        The bioimage.io model package (``unet-core export``), checksummed into the provenance as
+        ``bioimageio_package``.
     config : mapping, optional
         The workflow's configuration, recorded with its hash and seeds.
     config_files : iterable of path-like, optional
@@ -334,6 +340,7 @@ def build_report(
         "prediction": prediction,
         "segmentation": segmentation,
         **{"model" if k == 0 else f"model/member{k}": path for k, path in enumerate(models)},
+        **({"bioimageio_package": package} if package is not None else {}),
         **{
             f"{kind}/{name}": path
             for name, pair in volumes.items()
