@@ -337,3 +337,19 @@ def test_cli_error_is_one_line(inputs, tmp_path, capsys):
     )  # fmt: skip
     assert_user_error(code, err, "export", "absent.csv", "unet-core evaluate")
     assert_no_output(tmp_path / "out.zip")
+
+
+@pytest.mark.parametrize("authors", [[], ["Ada Lovelace"]])
+def test_config_section_becomes_export_options(authors):
+    """workflow config `export:` (schema keys, an empty author list included) parses as the rule passes it."""
+    from pathlib import Path
+
+    from unet_core.cli import build_parser, config_flags
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    section = {"authors": authors, "license": "CC-BY-4.0", "name": "U-Net (ours)"}
+    assert set(section) == set(schema["properties"]["export"]["properties"])
+    args = build_parser().parse_args(
+        ["export", "best.pt", "out.zip", "--data", "d", "--metrics", "m"] + config_flags(section)
+    )
+    assert (args.authors, args.license, args.name) == (authors, "CC-BY-4.0", "U-Net (ours)")
