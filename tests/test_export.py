@@ -127,7 +127,6 @@ def test_geometry_and_normalisation_are_declared(package, inputs):
     )
 
 
-@pytest.mark.slow
 def test_bioimageio_core_model_test_passes_offline(package):
     """The field's own test: each weight format reproduces the test output and runs at three tile sizes
     and two batch sizes."""
@@ -224,6 +223,7 @@ def test_documentation_carries_metrics_provenance_and_cover(package, inputs):
     assert _description(package)["config"]["unet_core"]["checkpoints"][0]["sha256"] == sha
 
 
+@pytest.mark.slow  # a second export, about 40 s on two shared cores
 def test_an_ensemble_exports_as_one_package_of_the_mean_with_a_given_cover(inputs, tmp_path):
     out, cover = tmp_path / "ensemble.zip", tmp_path / "mine.PNG"
     Image.new("RGB", (200, 100), "white").save(cover, format="png")
