@@ -1,5 +1,6 @@
 """Real snakemake runs of the whole DAG on a tiny synthetic configuration."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -82,6 +83,7 @@ def test_whole_dag_writes_every_output(finished_run):
         extra = io.open_volume(results / stage / "extra.ome.zarr")
         assert extra.shape == (2, 50, 70) and extra.voxel_size == (50.0, 4.0, 4.0)
     assert {"best.pt", "last.pt", "train_log.csv"} <= {p.name for p in (results / "model").iterdir()}
+    check_package(results / "model" / "bioimageio.zip", results / "model" / "best.pt")
     metrics = pd.read_csv(results / "eval" / "metrics.csv")
     assert set(metrics["method"]) == {"unet", "segmentation", "intensity_threshold"}
     assert {"pixel_error", "rand_error"} <= set(metrics["metric"])
@@ -91,8 +93,19 @@ def test_whole_dag_writes_every_output(finished_run):
     train_log = pd.read_csv(results / "model" / "train_log.csv")
     assert train_log["iteration"].tolist() == [3, 6]
     check_report_folder(results / "report", metrics)
-    for rule in ["prepare", "train", "evaluate"]:
+    for rule in ["prepare", "train", "evaluate", "export"]:
         assert (finished_run / "logs" / "tiny" / f"{rule}.benchmark.tsv").is_file()
+
+
+def check_package(package: Path, model: Path) -> None:
+    """The export rule's bioimage.io package: valid for bioimageio.spec, and holding our checkpoint."""
+    from bioimageio.spec import load_description
+
+    from unet_core.report import sha256_file
+
+    description = load_description(package, perform_io_checks=True)
+    assert description.validation_summary.status == "valid-format", description.validation_summary.format()
+    assert description.config.model_extra["unet_core"]["checkpoints"][0]["sha256"] == sha256_file(model)
 
 
 def check_report_folder(report: Path, metrics: pd.DataFrame) -> None:
@@ -117,6 +130,11 @@ def check_report_folder(report: Path, metrics: pd.DataFrame) -> None:
     assert record["git"]["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert {"prepare", "train", "predict", "evaluate"} <= set(record["wall_time_per_rule_s"])
     assert {"data", "model", "prediction", "pred/extra", "seg/extra"} <= set(record["inputs"])
+    package = record["inputs"]["bioimageio_package"]
+    assert (
+        package["sha256"]
+        == hashlib.sha256((report.parent / "model" / "bioimageio.zip").read_bytes()).hexdigest()
+    )
 
 
 def test_rerun_has_nothing_to_do_and_report_builds(finished_run):
@@ -181,6 +199,9 @@ def test_ensemble_members_train_with_their_own_seeds_and_predict_together(tmp_pa
     assert not np.array_equal(io.read_volume(workdir / target), io.read_volume(alone))
     report = run_snakemake(workdir, "results/tiny/report/index.html")
     assert report.returncode == 0, report.stderr[-4000:]
+    package = workdir / "results/tiny/model/bioimageio.zip"  # one package of the members' mean
+    predict_file(package, workdir / "results/tiny/data.ome.zarr", tmp_path / "zip.ome.zarr", options=options)
+    assert np.array_equal(io.read_volume(workdir / target), io.read_volume(tmp_path / "zip.ome.zarr"))
     inputs = json.loads((workdir / "results/tiny/report/provenance.json").read_text())["inputs"]
     assert [inputs[k]["path"] for k in ("model", "model/member1")] == [
         str(m.relative_to(workdir)) for m in models

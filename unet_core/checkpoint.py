@@ -84,7 +84,16 @@ def load_models(
     paths: Sequence[str | os.PathLike], *, device: torch.device | str = "cpu"
 ) -> tuple[UNet | Ensemble, tuple[float, float]]:
     """`load_model` of one checkpoint, or of several as an `Ensemble` (they must share the input
-    normalisation, i.e. come from the same training data, and the depth)."""
+    normalisation, i.e. come from the same training data, and the depth); or the network of a
+    bioimage.io package (``.zip``) that `unet-core export` wrote."""
+    if any(Path(path).suffix == ".zip" for path in paths):
+        from .export import load_package  # imported here: it pulls in the export's dependencies
+
+        if len(paths) > 1:
+            raise CheckpointError(
+                f"{', '.join(map(str, paths))}: give a package (.zip) alone, without checkpoints"
+            )
+        return load_package(paths[0], device=device)
     loaded = [load_model(path, device=device) for path in paths]
     if len(loaded) == 1:
         return loaded[0]

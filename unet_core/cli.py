@@ -238,6 +238,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         segmentation=args.segmentation,
         volumes=pair_volumes(args.pred_volumes, args.seg_volumes),
         models=args.model,
+        package=args.package,
     )
     provenance = ReportProvenance(
         config=config,
@@ -247,6 +248,22 @@ def cmd_report(args: argparse.Namespace) -> None:
         benchmarks=args.benchmarks,
     )
     build_report(args.out_dir, inputs, provenance=provenance, title=args.title, n_slices=args.n_slices)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_package
+
+    _set_threads(args.threads)
+    named = {key: getattr(args, key) for key in ("license", "name") if getattr(args, key) is not None}
+    export_package(
+        args.model,
+        args.output,
+        data=args.data,
+        metrics=args.metrics,
+        cover=args.cover,
+        authors=args.authors,
+        **named,
+    )
 
 
 def cmd_install_profiles(args: argparse.Namespace) -> None:
@@ -333,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="checkpoints (ensemble members 0, 1, ...) to checksum into provenance.json",
     )
+    p.add_argument("--package", default=None, help="bioimage.io package (unet-core export) to checksum")
     p.add_argument("--config-json", default=None, help="the workflow's config as JSON, for provenance")
     p.add_argument("--configfiles", nargs="*", default=[], help="config files the workflow read")
     p.add_argument("--repo", default=None, help="directory inside the workflow's git repository")
@@ -343,6 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--title", default="U-Net segmentation report", help="heading of index.html (default: %(default)s)"
     )
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "export", help="a trained model as a bioimage.io model package (.zip) for ilastik, Fiji, napari"
+    )
+    p.add_argument("model", nargs="+", help="checkpoint (best.pt); several: one package of their mean")
+    p.add_argument("output", help="package to write (<name>.zip)")
+    p.add_argument("--data", required=True, help="prepared store the model was trained on (data.ome.zarr)")
+    p.add_argument("--metrics", required=True, help="eval/metrics.csv, quoted in the package's documentation")
+    p.add_argument("--cover", default=None, help="cover image (PNG/JPEG); default: drawn from held-out data")
+    p.add_argument("--authors", nargs="*", default=[], help="names of the model's authors")
+    p.add_argument("--license", default=None, help="SPDX licence of the weights (default: CC-BY-4.0)")
+    p.add_argument("--name", default=None, help="the package's name (default: U-Net EM cell interior)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser(
         "install-profiles", help="link profiles/slurm and profiles/local so `--profile slurm` finds them"
     )

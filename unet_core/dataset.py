@@ -177,16 +177,17 @@ class TrainingStore:
     @property
     def split(self) -> Split | None:
         """The train/val/test split ``prepare`` recorded; None when the store records none."""
-        split = self._record.get("split")
+        split = self.record.get("split")
         return None if split is None else Split(**{name: tuple(split[name]) for name in SPLITS})
 
     @property
     def weight_parameters(self) -> dict[str, Any]:
         """``w0``, ``sigma`` and ``class_weights`` (membrane, cell) of the stored weight map."""
-        return self._record["weights"]
+        return self.record["weights"]
 
     @property
-    def _record(self) -> dict[str, Any]:
+    def record(self) -> dict[str, Any]:
+        """What ``prepare`` recorded: format version, the source and labels paths, split, weights."""
         return dict(self.root.attrs).get("unet_core", {})
 
 

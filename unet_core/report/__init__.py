@@ -26,6 +26,7 @@ from ..paths import refuse_overwriting_input
 from ..report_figures import FIGURES, volume_figure_name
 from . import _provenance
 from ._figures import (
+    cover_figure,
     held_out_figure,
     label_colours,
     orthoviews_figure,
@@ -72,6 +73,7 @@ __all__ = [
     "benchmark_times",
     "build_report",
     "choose_slices",
+    "cover_figure",
     "find_seeds",
     "git_state",
     "hardware",
@@ -248,6 +250,9 @@ class ReportInputs:
     models : sequence of path-like, optional
         The checkpoints predict averaged (ensemble members 0, 1, ...), checksummed into the provenance as
         ``model``, ``model/member1``, ...
+    package : str or path-like, optional
+        The bioimage.io model package (``unet-core export``), checksummed into the provenance as
+        ``bioimageio_package``.
 
     Raises
     ------
@@ -266,6 +271,7 @@ class ReportInputs:
         default_factory=dict
     )
     models: Sequence[str | os.PathLike] = ()
+    package: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         for name, pair in self.volumes.items():
@@ -290,6 +296,7 @@ class ReportInputs:
             "prediction": self.prediction,
             "segmentation": self.segmentation,
             **{"model" if k == 0 else f"model/member{k}": path for k, path in enumerate(self.models)},
+            **({"bioimageio_package": self.package} if self.package is not None else {}),
             **{
                 f"{kind}/{name}": path
                 for name, pair in self.volumes.items()

@@ -212,6 +212,37 @@ def held_out_figure(
 
 
 @_styled
+def cover_figure(raw: np.ndarray, probability: np.ndarray, *, caption: str) -> Figure:
+    """Raw data beside the U-Net's P(cell interior), 2:1 wide: the cover of an exported model package.
+
+    Parameters
+    ----------
+    raw : ndarray, shape (Y, X)
+        A slice (or part of one) of the raw data.
+    probability : ndarray, shape (Y, X)
+        P(cell interior) of the same pixels, in [0, 1].
+    caption : str
+        A line under the panels (e.g. which slice it is).
+
+    Raises
+    ------
+    ValueError
+        If the two images differ in shape.
+    """
+    if np.shape(raw) != np.shape(probability):
+        raise ValueError(f"raw {np.shape(raw)} and probability {np.shape(probability)} differ in shape")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4), layout="constrained")
+    low, high = intensity_range(raw)
+    left.imshow(raw, cmap="gray", vmin=low, vmax=high)
+    right.imshow(probability, cmap="magma", vmin=0.0, vmax=1.0)
+    for ax, title in ((left, "raw"), (right, "U-Net: P(cell interior)")):
+        _image_axes(ax)
+        ax.set_title(title)
+    fig.supxlabel(caption, fontsize="small")
+    return fig
+
+
+@_styled
 def training_figure(train_log: pd.DataFrame, *, select_metric: str = "rand_error") -> Figure:
     """Training loss, validation errors and learning rate against iteration; best checkpoint marked.
 

@@ -77,6 +77,7 @@ def get_benchmark_files():
         rules.prepare.benchmark,
         rules.train.benchmark,
         rules.evaluate.benchmark,
+        rules.export.benchmark,
         *expand(rules.train_member.benchmark, member=range(1, config["ensemble"])),
         *expand(
             rules.predict_shard.benchmark,
@@ -91,6 +92,7 @@ def get_final_outputs():
     return [
         f"{RESULTS}/eval/metrics.csv",
         f"{RESULTS}/report/index.html",
+        f"{RESULTS}/model/bioimageio.zip",
         *(f"{RESULTS}/seg/{v}.ome.zarr" for v in volumes),
     ]
 

@@ -23,6 +23,7 @@ rule report:
         per_slice=f"{RESULTS}/eval/metrics_per_slice.csv",
         train_log=f"{RESULTS}/model/train_log.csv",
         models=get_models(),
+        package=f"{RESULTS}/model/bioimageio.zip",
         data=f"{RESULTS}/data.ome.zarr",
         prob=f"{RESULTS}/pred/{HELD_OUT}.ome.zarr",
         seg=f"{RESULTS}/seg/{HELD_OUT}.ome.zarr",
@@ -91,7 +92,8 @@ rule report:
     shell:
         "unet-core report {params.out_dir:q} --metrics {input.metrics:q}"
         " --per-threshold {input.per_threshold:q} --per-slice {input.per_slice:q}"
-        " --train-log {input.train_log:q} --model {input.models:q} --data {input.data:q}"
+        " --train-log {input.train_log:q} --model {input.models:q} --package {input.package:q}"
+        " --data {input.data:q}"
         " --prediction {input.prob:q} --segmentation {input.seg:q}"
         " --pred-volumes {input.pred_volumes:q} --seg-volumes {input.seg_volumes:q}"
         " --config-json {params.config_json:q} --configfiles {params.configfiles:q}"
