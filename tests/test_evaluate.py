@@ -6,7 +6,7 @@ import zarr
 
 from unet_core import io
 from unet_core.evaluate import evaluate_files, intensity_baseline
-from unet_core.io import as_probability
+from unet_core.inference import decode
 
 
 def test_perfect_prediction_scores_zero_and_baseline_is_scored(tiny_store, tmp_path):
@@ -94,7 +94,7 @@ def test_intensity_baseline_scales_float32_intensities_in_float64(dtype):
 
 
 def test_uint8_probabilities_are_scaled():
-    assert as_probability(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
+    assert decode(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
 
 
 @pytest.mark.parametrize("stored, dtype", [(51, np.uint8), (0.2, np.float64)])

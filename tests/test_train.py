@@ -113,8 +113,11 @@ def test_a_trainer_resumes_the_run_that_its_work_folder_holds(tmp_path):
     assert [row["iteration"] for row in again["log_rows"]] == [2, 4, 6]
 
 
-@pytest.mark.parametrize(("values", "best"), [([0.3, float("nan"), 0.2], 6), ([float("nan"), 0.2, 0.1], 2)])
-def test_a_nan_metric_never_replaces_a_best_checkpoint_but_the_first_is_kept(tmp_path, values, best):
+@pytest.mark.parametrize(
+    ("values", "best"),
+    [([0.3, float("nan"), 0.2], 6), ([float("nan"), 0.2, 0.1], 6), ([float("nan")] * 3, 2)],
+)
+def test_a_nan_metric_never_replaces_a_best_checkpoint_and_a_finite_one_replaces_it(tmp_path, values, best):
     metrics = iter(values)
     _memory_trainer(tmp_path / "work", lambda model: {"val_rand_error": next(metrics)}).fit()
     assert load_checkpoint(tmp_path / "work" / "best.pt")["iteration"] == best

@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import io, metrics
 from .dataset import TrainingStore, held_out, intensity_range
+from .inference import decode
 from .paths import refuse_overwriting_input
 from .segment import cell_map
 
@@ -112,7 +113,7 @@ def evaluate_files(
             f"{prediction}: shape {prob_volume.shape} differs from the labelled volume's {labelled_shape}; "
             "predict the same volume the labels belong to"
         )
-    prob = io.as_probability(io.read_slices(prob_volume, chosen.start, chosen.stop), np.float64)
+    prob = decode(io.read_slices(prob_volume, chosen.start, chosen.stop), np.float64)
     if not np.isfinite(prob).all():
         raise io.VolumeError(f"{prediction}: probabilities contain NaN or inf; predict the volume again")
     runs = {"unet": (prob, None)}

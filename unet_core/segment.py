@@ -43,6 +43,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from tqdm import tqdm
 
 from . import io
+from .inference import decode
 from .parallel import in_order, usable_cpus
 from .paths import refuse_overwriting_input
 from .tiling import Block, Roi, plan_blocks
@@ -146,7 +147,7 @@ def segment_file(
     block_shape: Sequence[int] | None = None,
     n_workers: int | None = None,
 ) -> int:
-    """Segment a probability OME-Zarr (`io.as_probability`) into a label OME-Zarr; returns #cells.
+    """Segment a probability OME-Zarr (`inference.decode`) into a label OME-Zarr; returns #cells.
 
     Labels are int32, 1..N over the volume in raster order of each cell's first pixel, 0 = boundary;
     the output has the input's chunks. ``options`` default to ``SegmentOptions()``. ``block_shape``
@@ -249,7 +250,7 @@ class _Labeller:
         data = io.read_slices(
             dataclasses.replace(self.volume, array=_Window(self.volume.array, (y, x))), z.start, z.stop
         )
-        prob = io.as_probability(data)
+        prob = decode(data)
         bad = _first_nonfinite(prob) if data.dtype.kind == "f" else None
         labels, _ = ndimage.label(prob > self.threshold, structure=IN_PLANE)
         return labels, None if bad is None else z.start + bad
@@ -421,7 +422,7 @@ def _segment_watershed(
     number of cells."""
     next_id = 0
     for z0 in tqdm(range(0, volume.shape[0], slab_depth), desc="segment", unit="slab", mininterval=2):
-        slab = io.as_probability(io.read_slices(volume, z0, z0 + slab_depth))
+        slab = decode(io.read_slices(volume, z0, z0 + slab_depth))
         if (bad := _first_nonfinite(slab)) is not None:
             _raise_nonfinite(volume.path, z0 + bad)
         out = np.zeros(slab.shape, dtype=np.int32)

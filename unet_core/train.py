@@ -499,7 +499,12 @@ class Trainer:
         row |= self._validation()
         row["tiles_per_s"] = tiles_per_s
         metric = loss if self.select_metric == "loss" else row.get(f"val_{self.select_metric}", loss)
-        improved = self.best_iteration == 0 or metric < self.best  # NaN-safe: the first one counts
+        # The first checkpoint counts even with a NaN metric; a finite one replaces a NaN best.
+        improved = (
+            self.best_iteration == 0
+            or metric < self.best
+            or (math.isnan(self.best) and not math.isnan(metric))
+        )
         if improved:
             self.best, self.best_iteration = metric, self.iteration
         self.log_rows.append(row)

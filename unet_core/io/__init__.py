@@ -25,7 +25,7 @@ from .ngff import AXES, NGFF_VERSION, compressor, create_image, ngff_image_attrs
 from .slices import SLICE_SUFFIXES
 from .stack import DEFAULT_VOXEL_SIZE, LazyStack, Volume, VolumeError
 from .tiff import TIFF_SUFFIXES
-from .volume import as_probability, check_real, open_volume, read_slices, read_volume
+from .volume import check_real, open_volume, read_slices, read_volume
 from .zarr_store import ZARR_MARKERS
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "LazyStack",
     "Volume",
     "VolumeError",
-    "as_probability",
     "atomic_directory",
     "atomic_write_bytes",
     "atomic_write_text",

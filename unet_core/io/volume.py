@@ -2,7 +2,7 @@
 
 A TIFF, a PNG, a folder of slices, ``file.h5:/dataset`` and a Zarr or OME-Zarr store each go to their
 reader module. `read_slices` turns any reader's failure on damaged data into one `VolumeError` that
-names the file; `check_real` and `as_probability` check and scale what was read.
+names the file; `check_real` checks what was read.
 """
 
 from __future__ import annotations
@@ -80,15 +80,6 @@ def read_slices(volume: Volume, z0: int, z1: int) -> np.ndarray:
             f"{volume.path}: cannot read slices {z0}:{z1} ({type(err).__name__}: {err}); the file is "
             "damaged (a corrupt or truncated chunk?): copy or export it again"
         ) from err
-
-
-def as_probability(volume: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-    """Stored probabilities (an integer type's 0 to its maximum, uint8 0-255 as predict writes, or float)
-    as ``dtype`` in [0, 1]. Scoring wants float64: in float32 uint8 51 (exactly 0.2) reads as 0.2000000030,
-    above a float64 threshold of 0.2."""
-    if np.issubdtype(volume.dtype, np.integer):
-        return volume.astype(dtype) / dtype(np.iinfo(volume.dtype).max)
-    return volume.astype(dtype)
 
 
 def check_real(volume: Volume, what: str) -> None:

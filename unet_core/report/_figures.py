@@ -23,6 +23,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from .. import io  # noqa: E402
 from ..dataset import TrainingStore, intensity_range  # noqa: E402
+from ..inference import decode  # noqa: E402
 from ..metrics import MISMATCH_CLASSES, warped_ground_truth  # noqa: E402
 from ._tables import ISBI_METRICS, METRIC_NAMES, OUR_LABELS  # noqa: E402
 
@@ -180,7 +181,7 @@ def held_out_figure(
     counts = {}
     for row, z in zip(axes, zs, strict=True):
         raw, gt = np.asarray(store.raw[z]), np.asarray(store.cells[z])
-        prob = io.as_probability(np.asarray(prob_volume[z]))
+        prob = decode(np.asarray(prob_volume[z]))
         _, classes = warped_ground_truth(prob, gt, threshold=threshold)
         counts[z] = {"split": int((classes == _SPLIT).sum()), "merge": int((classes == _MERGE).sum())}
         low, high = intensity_range(raw)
@@ -421,7 +422,7 @@ def orthoviews_figure(
             (_plane(volume.array, 1, cy, max_side), [0, width, thickness, 0], xz),
         ]
         for plane, extent, ax in planes:
-            image = label_colours(plane) if kind == "cells" else io.as_probability(plane)
+            image = label_colours(plane) if kind == "cells" else decode(plane)
             shown = ax.imshow(image, cmap="magma", vmin=0, vmax=1, extent=extent, aspect="equal")
             _image_axes(ax)
         xy.axhline((cy + 0.5) * height / volume.shape[1], color="w", ls="--", lw=0.8)
