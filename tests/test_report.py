@@ -546,3 +546,15 @@ def test_figure_names_import_without_matplotlib():
     code = f"import sys, unet_core.report_figures; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_cover_shows_a_caption_with_dollar_signs_as_written(tmp_path):
+    """A data path is free text: `$` in it must not be read as matplotlib's math markup."""
+    from unet_core.report import cover_figure, save_figure
+
+    name = """a b'$(touch PWNED1);"c`touch PWNED2`; touch PWNED3 #x"""
+    caption = f"data {name}/raw {name}.tif, held-out slice z = 5"
+    fig = cover_figure(np.zeros((8, 8)), np.ones((8, 8)) / 2, caption=caption)
+    save_figure(fig, tmp_path, "cover")
+    assert (tmp_path / "cover.png").stat().st_size > 0
+    assert any(t.get_text() == caption for t in fig.texts)

@@ -239,7 +239,7 @@ def cover_figure(raw: np.ndarray, probability: np.ndarray, *, caption: str) -> F
     for ax, title in ((left, "raw"), (right, "U-Net: P(cell interior)")):
         _image_axes(ax)
         ax.set_title(title)
-    fig.supxlabel(caption, fontsize="small")
+    fig.supxlabel(caption, fontsize="small", parse_math=False)  # a path may hold $ signs
     return fig
 
 
