@@ -297,6 +297,7 @@ def test_devices_this_machine_lacks_are_refused(device, match):
         resolve_device(device)
 
 
+@pytest.mark.slow  # real processes killed
 def test_killed_prediction_resumes_to_identical_bytes(tmp_path, model_file):
     path, _ = model_file
     big = np.random.default_rng(5).integers(0, 255, (6, 64, 96)).astype(np.uint8)
@@ -331,6 +332,7 @@ def test_output_inside_the_input_is_refused(tmp_path, model_file, volume):
         )
 
 
+@pytest.mark.slow  # torch.compile on the CPU
 def test_compiled_network_predicts_the_same(model_file, volume):
     _, model = model_file
     compiled = TilePredictor(model, normalization=NORMALIZATION, compile=True)

@@ -21,6 +21,8 @@ from unet_core.profiles import install_profiles
 
 from .test_workflow import ROOT, SNAKEMAKE, TINY
 
+pytestmark = pytest.mark.slow  # real SLURM jobs and snakemake runs
+
 if shutil.which("sbatch") is None:
     reason = "no sbatch: SLURM is not installed (.ci/run starts ../shared/tools/local-slurm.sh)"
     if os.environ.get("UNET_REQUIRE_SLURM") == "1":

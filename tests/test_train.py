@@ -349,6 +349,7 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         load_model(tmp_path / "nope.pt")
 
 
+@pytest.mark.slow  # torch.compile on the CPU
 def test_compiled_training_follows_the_eager_run(tiny_store, tmp_path):
     cfg = {**TINY, "iterations": 2, "val_every": 2}
     train(tiny_store, tmp_path / "eager", TrainConfig(**cfg))

@@ -73,6 +73,7 @@ def finished_run(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow  # a real snakemake run
 def test_whole_dag_writes_every_output(finished_run):
     results = finished_run / "results" / "tiny"
     for name in ["heldout", "extra"]:
@@ -137,6 +138,7 @@ def check_report_folder(report: Path, metrics: pd.DataFrame) -> None:
     )
 
 
+@pytest.mark.slow  # a real snakemake run
 def test_rerun_has_nothing_to_do_and_report_builds(finished_run):
     dry = run_snakemake(finished_run, "-n")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
@@ -180,6 +182,7 @@ def test_volume_sheet_with_duplicate_names_is_refused(tmp_path):
     assert "volume names must be unique" in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # a real snakemake run
 def test_ensemble_members_train_with_their_own_seeds_and_predict_together(tmp_path):
     from unet_core.checkpoint import load_checkpoint
     from unet_core.predict import PredictOptions, predict_file
@@ -208,6 +211,7 @@ def test_ensemble_members_train_with_their_own_seeds_and_predict_together(tmp_pa
     ]
 
 
+@pytest.mark.slow  # a real snakemake run
 def test_a_gather_that_must_run_again_brings_its_shards_back(finished_run):
     results = finished_run / "results" / "tiny"
     before = io.read_volume(results / "pred" / "heldout.ome.zarr")

@@ -39,6 +39,8 @@ from ._support import (
     tree_bytes,
 )
 
+pytestmark = pytest.mark.slow  # real processes killed and run again
+
 SEED = 2015  # the U-Net paper's year; any seed gives other moments of the same kinds
 
 

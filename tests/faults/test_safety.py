@@ -102,6 +102,7 @@ def test_unsafe_or_damaged_checkpoint_is_one_line_through_the_command_line(
 HOSTILE = "a b'$(touch PWNED1);\"c`touch PWNED2`; touch PWNED3 #x"
 
 
+@pytest.mark.slow  # a real snakemake run
 def test_hostile_paths_run_through_the_workflow_and_stay_inside_results(tmp_path):
     data_dir = tmp_path / f"data {HOSTILE}"
     data_dir.mkdir()
