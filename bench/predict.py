@@ -2,7 +2,11 @@
 
 Prints, measured side by side in one run on this machine:
 - efficiency: end-to-end output voxels/s of `predict_file` (read, decode, mirror, model, encode, write,
-  resume markers) over the model's voxels/s on the very same input tiles already in memory;
+  resume markers; one dask graph of block tasks) over the model's voxels/s on the very same input tiles
+  already in memory;
+- the dask graph against the pipeline it replaced (reader and writer thread pools around the model,
+  `threaded_pipeline` below) on the same volume and blocks, with a no-op model (the ceiling the host
+  sets) and with the real one, and the threaded scheduler's cost per task;
 - halo overhead: input voxels computed per output voxel for the block size;
 - memory: peak RSS of a prediction of a volume 4x larger over that of the base volume;
 - on a GPU, the ratio to DESIGN.md's H200 ceiling of the raw model.
@@ -20,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +33,13 @@ import torch
 import zarr
 
 from unet_core import io
+from unet_core.blockwise import ModelHandle, VolumeReference, read_block_input
 from unet_core.checkpoint import save_checkpoint
 from unet_core.inference import TilePredictor, resolve_device
 from unet_core.model import UNet, UNetConfig
-from unet_core.predict import PredictOptions, predict_file
-from unet_core.tiling import network_input, plan_blocks, read_mirrored
+from unet_core.parallel import in_order
+from unet_core.predict import ChunkWriter, PredictionStore, PredictOptions, predict_file, write_blocks
+from unet_core.tiling import Block, network_input, plan_blocks, read_mirrored
 
 H200_CEILING_MPX = {"eager bf16": 156.0, "compiled bf16": 249.0}
 
@@ -129,6 +137,28 @@ def pipeline_rate(checkpoint: Path, source: Path, folder: Path, args: argparse.N
     return float(np.prod(args.shape)) / (time.perf_counter() - start)
 
 
+def threaded_pipeline(
+    predictor: TilePredictor, source, target: zarr.Array, blocks: list[Block], *, prefetch: int = 2, on_stored
+) -> None:
+    """The pipeline before the dask graph, kept as this benchmark's baseline: reader threads keep
+    ``prefetch`` blocks read ahead of the model, writer threads store finished blocks while the next
+    one computes."""
+
+    def read(block: Block) -> tuple[Block, np.ndarray, tuple[slice, ...]]:
+        return block, *read_block_input(source, block, predictor.depth, "input")
+
+    def store(block: Block, out: np.ndarray) -> None:
+        target[block.write_roi.to_slices()] = out
+        on_stored(block)
+
+    with ThreadPoolExecutor(prefetch) as readers, ThreadPoolExecutor(2) as writers:
+        pending = []
+        for block, tile, crop in in_order(readers, read, blocks, prefetch + 1):
+            pending.append(writers.submit(store, block, predictor.block(tile, crop, str(target.dtype))))
+        for write in pending:
+            write.result()
+
+
 class _NoModel(TilePredictor):
     """Returns zeros of the right shape at once: what is left is the pipeline's host work."""
 
@@ -136,18 +166,55 @@ class _NoModel(TilePredictor):
         return np.zeros(tuple(c.stop - c.start for c in crop), dtype)
 
 
-def host_rate(source: Path, folder: Path, args: argparse.Namespace) -> float:
-    """Output voxels/s of the pipeline (read, mirror, encode, write, markers) with a no-op model: the
-    ceiling the host sets, whatever the device."""
-    from unet_core.predict import predict_blocks
+@dataclass(frozen=True)
+class _NoModelHandle(ModelHandle):
+    depth: int = 3
 
+    def _build(self) -> TilePredictor:
+        return _NoModel(UNet(UNetConfig(depth=self.depth, width=1)))
+
+
+def side_by_side(
+    handle: ModelHandle, source: Path, folder: Path, args: argparse.Namespace, repeats: int
+) -> tuple[float, float]:
+    """Output voxels/s of the dask graph and of the threaded pipeline it replaced, on the same volume,
+    blocks and model, each writing a fresh work store with its done-markers; the best of ``repeats``
+    alternating runs of each."""
+    predictor, _ = handle.load()
     volume = io.open_volume(source)
-    target = io.create_image(
-        zarr.open_group(store=str(folder / "host.ome.zarr"), mode="w", zarr_format=3), "",
-        shape=volume.shape, dtype="uint8", chunks=args.block,
-    )  # fmt: skip
-    predictor = _NoModel(UNet(UNetConfig(depth=args.depth, width=1)))
-    return predict_blocks(predictor, volume.array, target, plan_blocks(volume.shape, args.block))
+    options = PredictOptions(block_shape=tuple(args.block), device="cpu")
+    blocks = plan_blocks(volume.shape, args.block)
+    best = {"dask": 0.0, "threads": 0.0}
+    for run in range(repeats):
+        for kind in best:
+            store = PredictionStore(folder / f"{kind}{run}.ome.zarr")
+            target = store.open(volume=volume, options=options, key=kind, n_blocks=len(blocks))
+            start = time.perf_counter()
+            if kind == "dask":
+                write_blocks(
+                    handle,
+                    VolumeReference(str(source), volume),
+                    blocks,
+                    ChunkWriter(target, store),
+                    options=options,
+                    depth=predictor.depth,
+                    name="input",
+                    key=f"{kind}{run}",
+                )
+            else:
+                threaded_pipeline(predictor, volume.array, target, blocks, on_stored=store.mark_done)
+            best[kind] = max(best[kind], float(np.prod(volume.shape)) / (time.perf_counter() - start))
+    return best["dask"], best["threads"]
+
+
+def scheduler_cost_per_task(threads: int, n: int = 2000) -> float:
+    """Seconds the threaded scheduler spends per task, measured on ``n`` tasks that do nothing."""
+    from dask.threaded import get
+
+    graph = {("noop", i): (int, i) for i in range(n)}
+    start = time.perf_counter()
+    get(graph, list(graph), num_workers=threads)
+    return (time.perf_counter() - start) / n
 
 
 def peak_rss_mb(shape: list[int], folder: Path, args: argparse.Namespace) -> float:
@@ -195,7 +262,23 @@ def main() -> None:
         print(f"pipeline Zarr -> Zarr       : {pipe / 1e6:8.3f} Mvox/s")
         print(f"efficiency (pipeline / raw) : {pipe / raw:8.3f}   (target >= 0.85 on CPU)")
         print(f"halo overhead (in/out vox)  : {halo:8.3f}   (target <= 1.5 for the default tile)")
-        print(f"host ceiling (no-op model)  : {host_rate(source, folder, args) / 1e6:8.3f} Mvox/s")
+        noop = _NoModelHandle.create(checkpoint, depth=args.depth)
+        dask_host, threads_host = side_by_side(noop, source, folder / "noop", args, repeats=5)
+        print(f"host ceiling (no-op model), dask graph : {dask_host / 1e6:8.3f} Mvox/s")
+        print(f"host ceiling (no-op model), threads    : {threads_host / 1e6:8.3f} Mvox/s")
+        print(f"dask / threaded pipeline, no-op model  : {dask_host / threads_host:8.3f}   (target >= 0.95)")
+        if device.type == "cpu":  # on a GPU the bare model rate above is the comparison that matters
+            real = ModelHandle.create(checkpoint, device=args.device, compile=args.compile)
+            dask_real, threads_real = side_by_side(real, source, folder / "real", args, repeats=2)
+            print(
+                f"dask / threaded pipeline, real model   : {dask_real / threads_real:8.3f}   (target >= 0.95)"
+            )
+        per_task = scheduler_cost_per_task(PredictOptions().prefetch + 2)
+        blocks = len(plan_blocks(args.shape, args.block))
+        print(
+            f"threaded scheduler: {per_task * 1e6:.0f} us per task, one task per block: "
+            f"{per_task * blocks / (np.prod(args.shape) / dask_host):.1%} of the no-op run"
+        )
         for overlap in () if args.compile else (0.0, 0.25):  # MONAI runs eager: one row is enough
             peer = monai_rate(checkpoint, source, args, overlap)
             peer_text = f"{peer / 1e6:8.3f} Mvox/s" if peer else "     n/a (pip install monai)"

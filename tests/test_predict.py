@@ -258,6 +258,24 @@ def test_a_failed_gather_leaves_the_previous_prediction_in_place(tmp_path, model
     assert work.exists()
 
 
+def test_a_gather_killed_just_before_the_rename_finishes_on_rerun(tmp_path, model_file, volume, monkeypatch):
+    _, out, whole = _interrupted_prediction(tmp_path, model_file, volume, shard=(0, 1))
+    work, rename = PredictionStore(out).work, os.replace
+
+    def killed(source, target):  # the output's own attributes are written, the rename never happens
+        if Path(source) == work:
+            raise KeyboardInterrupt
+        rename(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed)
+        with pytest.raises(KeyboardInterrupt):
+            gather_prediction(out)
+    assert not out.exists() and work.exists()
+    gather_prediction(out)
+    assert _store_bytes(out) == _store_bytes(whole)
+
+
 @pytest.mark.parametrize("leftover", ["root metadata lost", "deletion killed"])
 def test_a_work_store_a_kill_left_unreadable_is_started_afresh(tmp_path, model_file, volume, leftover):
     rerun, out, whole = _interrupted_prediction(tmp_path, model_file, volume, shard=(0, 2))

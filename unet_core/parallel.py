@@ -1,4 +1,5 @@
-"""Threads for the stages: how many CPUs a process may use, and an ordered, bounded map over a pool."""
+"""Threads for the stages: how many CPUs a process may use, an ordered, bounded map over a pool, and a
+hook on the tasks a dask scheduler finishes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,3 +36,11 @@ def in_order(pool: ThreadPoolExecutor, func: Callable[[T], R], items: Iterable[T
         for future in pending:
             future.cancel()
         wait(pending)
+
+
+def finished_tasks(on_finished: Callable[[Any], object]) -> Any:
+    """A context in which every dask task finished by a local scheduler calls ``on_finished(key)`` (to
+    drive a progress bar)."""
+    from dask.callbacks import Callback
+
+    return Callback(posttask=lambda key, *_: on_finished(key))

@@ -1,9 +1,10 @@
-"""Overlap-tile prediction of cell-interior probability over whole volumes (Zarr in, OME-Zarr out).
+"""``unet-core predict``: cell-interior probability of whole volumes into OME-Zarr, resumable and sharded.
 
-Output chunks are the unit of work. Each block reads its input with the network's halo of real
-neighbouring data (mirrored only outside the volume, `tiling.read_mirrored`), so the tiled result equals a
-whole-image prediction. Reading and decoding the next blocks overlaps with compute on the current one.
-The network itself is applied by `unet_core.inference`.
+Output chunks are the unit of work: one dask graph per run (or shard) holds one task per chunk still to
+do, the block task of `unet_core.blockwise` (the one `predict_dask` is made of) followed by its write and
+its done-marker in a work store beside the output (`PredictionStore`). A killed run, rerun, computes only
+the chunks without a marker; the output appears, renamed into place, once every chunk is written. The
+graph runs on this process's threads or on a dask.distributed cluster (``PredictOptions.scheduler``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,18 +29,14 @@ import zarr
 from tqdm import tqdm
 
 from . import io
-from .checkpoint import load_models
-from .inference import TilePredictor, resolve_device
+from .blockwise import ModelHandle, VolumeReference, block_tasks, model_options, run_graph
 from .model import Ensemble, UNet
-from .parallel import in_order
 from .paths import refuse_overwriting_input
 from .tiling import (
     Block,
     block_side_for_overhead,
     halo_overhead,
-    network_input,
     plan_blocks,
-    read_mirrored,
 )
 
 log = logging.getLogger(__name__)
@@ -72,7 +69,10 @@ class PredictOptions:
     compile : bool
         torch.compile the network (pays off on long runs; border blocks of other shapes recompile).
     prefetch : int
-        Blocks read ahead of the model by reader threads, >= 1.
+        Blocks read ahead while one is computed and one is written (threads of this process), >= 1.
+    scheduler : str
+        A running dask.distributed cluster to predict on: its scheduler's address (tcp://host:8786) or
+        scheduler file; empty: threads of this process. The output is the same either way.
     """
 
     block_shape: tuple[int, int, int] = (1, 512, 512)
@@ -83,8 +83,11 @@ class PredictOptions:
     channels_last: bool = True
     compile: bool = False
     prefetch: int = 2
+    scheduler: str = ""
 
     def __post_init__(self) -> None:
+        if self.prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1 block, got {self.prefetch}")
         if self.output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
         if len(self.block_shape) != 3 or min(self.block_shape) < 1:
@@ -129,7 +132,7 @@ def fingerprint(
         "shape": volume.shape,
         "dtype": str(volume.dtype),
         "metadata": (volume.voxel_size, volume.unit),  # written when the work store is created
-        "options": dataclasses.asdict(options) | {"device": device.type, "prefetch": None},
+        "options": dataclasses.asdict(options) | {"device": device.type, "prefetch": None, "scheduler": None},
     }
     digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
     return digest.hexdigest()
@@ -209,7 +212,7 @@ class PredictionStore:
         if not attrs:
             raise ValueError(f"{self.work}: no prediction in progress; run the predict shards first")
         root = zarr.open_group(store=str(self.work), mode="r+")
-        if not attrs.get("complete"):
+        if not attrs.get("complete") and "fingerprint" in attrs:  # without: killed just before the rename
             total = attrs["chunks_total"]
             missing = sorted(set(range(total)) - {int(p.name) for p in self.done.iterdir()})
             if missing:
@@ -237,74 +240,6 @@ def _work_attributes(work: Path) -> dict:
         return {}
 
 
-def predict_blocks(
-    predictor: TilePredictor,
-    source: Any,
-    target: zarr.Array,
-    blocks: list[Block],
-    *,
-    prefetch: int = 2,
-    on_stored: Callable[[Block], None] | None = None,
-    name: str = "input volume",
-) -> float:
-    """Predict ``blocks`` of ``source`` into ``target``; returns output voxels per second.
-
-    Reader threads keep ``prefetch`` blocks read ahead of the model: each reads its block's halo box
-    straight from the source (zarr decodes the chunks under it concurrently; a dask graph per block cost
-    more host time than the decoding, which bounded GPU runs); writer threads store finished blocks
-    while the next computes.
-    ``on_stored(block)`` runs once a block's chunk is on disk.
-    """
-    start, voxels = time.perf_counter(), 0
-
-    def store(block: Block, out: np.ndarray) -> None:
-        target[block.write_roi.to_slices()] = out
-        if on_stored is not None:
-            on_stored(block)
-
-    with ThreadPoolExecutor(max(prefetch, 1)) as readers, ThreadPoolExecutor(2) as writers:
-        pending: list[Future] = []
-        bar = tqdm(total=len(blocks), unit="chunk", mininterval=2.0, desc="predict")
-        # a damaged input raises its own VolumeError naming the file
-        for block, data, crop in _prefetched(readers, source, blocks, predictor.depth, prefetch, name):
-            try:
-                out = predictor.block(data, crop, str(target.dtype))
-            except Exception as err:
-                raise RuntimeError(f"prediction of chunk {block.grid_index} failed: {err}") from err
-            pending.append(writers.submit(store, block, out))
-            voxels += out.size
-            bar.update(1)
-            bar.set_postfix_str(f"{voxels / (time.perf_counter() - start) / 1e6:.2f} Mvox/s", refresh=False)
-        for write in pending:
-            write.result()
-        bar.close()
-    return voxels / max(time.perf_counter() - start, 1e-9)
-
-
-def _prefetched(
-    pool: ThreadPoolExecutor, source: Any, blocks: list[Block], depth: int, ahead: int, name: str
-) -> Iterator[tuple[Block, np.ndarray, tuple[slice, ...]]]:
-    """Each block with its input tile and the crop of the tile's output that is the block, read on
-    ``pool`` ``ahead`` blocks before it is needed."""
-
-    def read(block: Block) -> tuple[Block, np.ndarray, tuple[slice, ...]]:
-        roi, crop = network_input(block.write_roi, depth)
-        try:
-            data = read_mirrored(source, roi)
-        except Exception as err:
-            raise io.VolumeError(
-                f"{name}: cannot read chunk {block.grid_index} ({type(err).__name__}: {err}); the file is "
-                "damaged: restore it from a copy or convert it again"
-            ) from err
-        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
-            raise io.VolumeError(
-                f"{name}: chunk {block.grid_index} contains NaN or inf; fix the input volume"
-            )
-        return block, data, crop
-
-    return in_order(pool, read, blocks, ahead + 1)  # ahead + 1 in flight: ``ahead`` beyond the current
-
-
 def predict_file(
     model_path: str | Path | Sequence[str | Path],
     input_path: str | Path,
@@ -325,18 +260,8 @@ def predict_file(
     then publishes the output. Either way a re-run after a kill continues with the missing chunks.
     Several checkpoints predict as an `Ensemble`: the mean of their probabilities.
     """
-    device = resolve_device(options.device)
-    paths = [model_path] if isinstance(model_path, str | os.PathLike) else list(model_path)
-    model, normalization = load_models(paths, device=device)
-    predictor = TilePredictor(
-        model,
-        normalization=normalization,
-        device=device,
-        tta=options.tta,
-        bf16=options.bf16,
-        channels_last=options.channels_last,
-        compile=options.compile,
-    )
+    handle = ModelHandle.create(model_path, **model_options(options))
+    predictor, _ = handle.load()
     volume = io.open_volume(input_path)
     io.check_real(volume, "input")
     if voxel_size is not None or unit is not None:
@@ -348,9 +273,9 @@ def predict_file(
     if Path(output_path).exists() and not Path(output_path).is_dir():  # found now, not after the work
         raise ValueError(f"{output_path}: a file, not an OME-Zarr folder; remove it or choose another output")
     blocks = plan_blocks(volume.shape, options.block_shape)
-    _warn_if_halo_dominates(options.block_shape, volume.shape, model.config.depth)
+    _warn_if_halo_dominates(options.block_shape, volume.shape, predictor.depth)
     store = PredictionStore(output_path)
-    key = fingerprint(model, normalization, volume, options, device)
+    key = fingerprint(predictor.model, (predictor.low, predictor.high), volume, options, predictor.device)
     target = store.open(volume=volume, options=options, key=key, n_blocks=len(blocks))
     todo = [b for b in (shard_blocks(blocks, shard) if shard else blocks) if not store.is_done(b)]
     log.info(
@@ -359,21 +284,66 @@ def predict_file(
         volume.shape,
         len(todo),
         len(blocks),
-        device,
+        predictor.device,
     )
-    rate = predict_blocks(
-        predictor,
-        volume.array,
-        target,
+    start = time.perf_counter()
+    write_blocks(
+        handle,
+        VolumeReference(os.fspath(input_path), volume),
         todo,
-        prefetch=options.prefetch,
-        on_stored=store.mark_done,
+        ChunkWriter(target, store),
+        options=options,
+        depth=predictor.depth,
         name=str(input_path),
+        key=key,
     )
+    rate = sum(math.prod(b.write_roi.shape) for b in todo) / max(time.perf_counter() - start, 1e-9)
     if shard is None:
         store.finish()
     log.info("wrote %s at %.2f Mvox/s", output_path, rate / 1e6)
     return rate
+
+
+@dataclass(frozen=True)
+class ChunkWriter:
+    """Stores a computed block into the work store and marks it done: the last step of a block task."""
+
+    target: zarr.Array
+    store: PredictionStore
+
+    def __call__(self, block: Block, values: np.ndarray) -> None:
+        self.target[block.write_roi.to_slices()] = values
+        self.store.mark_done(block)
+
+
+def write_blocks(
+    handle: ModelHandle,
+    source: Any,
+    blocks: Sequence[Block],
+    writer: Callable[[Block, np.ndarray], None],
+    *,
+    options: PredictOptions,
+    depth: int,
+    name: str,
+    key: str,
+) -> None:
+    """Predict ``blocks`` of ``source`` and hand each to ``writer``: one dask graph, one task per block
+    (`blockwise.block_tasks`, the tasks `predict_dask` is made of, each followed by its write), run on
+    ``options.scheduler`` or on this process's threads: ``options.prefetch`` blocks read ahead while one
+    is computed and one is written."""
+    graph, tasks, _ = block_tasks(
+        handle, source, blocks, dtype=options.output_dtype, name=name, depth=depth, source_key=f"source-{key}"
+    )
+    writes = {(f"write-{key}", b.block_id): (writer, b, tasks[b.block_id]) for b in blocks}
+    graph.update(writes)
+    with tqdm(total=len(blocks), unit="chunk", mininterval=2.0, desc="predict") as bar:
+        run_graph(
+            graph,
+            list(writes),
+            scheduler=options.scheduler,
+            threads=options.prefetch + 2,
+            on_done=lambda: bar.update(1),
+        )
 
 
 def _warn_if_halo_dominates(block_shape: Sequence[int], shape: Sequence[int], depth: int) -> None:

@@ -28,8 +28,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -44,7 +42,7 @@ from tqdm import tqdm
 
 from . import io
 from .inference import decode
-from .parallel import in_order, usable_cpus
+from .parallel import finished_tasks, usable_cpus
 from .paths import refuse_overwriting_input
 from .tiling import Block, Roi, plan_blocks
 
@@ -298,54 +296,49 @@ def _touching(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.unique(np.stack([before[both], after[both]], axis=1), axis=0)
 
 
-def _pass_one(
-    labeller: _Labeller, block_shape: Sequence[int], pool: ThreadPoolExecutor, ahead: int
+def _pair_row(
+    summaries: list[_Summary], columns: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Label every block: offsets of each block's provisional ids (block b holds offsets[b] + 1 ..
-    offsets[b + 1]), their sizes and first pixels, and the pairs of provisional ids touching across faces.
+    """One z-row of blocks (raster order, ``columns`` blocks per y-row): provisional ids numbered on
+    through the row, their sizes and first pixels, the pairs touching across the row's inner faces, and
+    the count per block. Cells are 2D, so blocks of different z-rows never touch."""
+    counts = np.array([len(s.sizes) for s in summaries], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    faces = [
+        [np.where(f > 0, f.astype(np.int64) + offsets[k], 0) for f in summary.faces]
+        for k, summary in enumerate(summaries)
+    ]
+    pairs = [np.zeros((0, 2), np.int64)]
+    for k in range(len(summaries)):
+        top, _, left, _ = faces[k]
+        if k >= columns:  # the block above: its bottom face against this top face
+            pairs.append(_touching(faces[k - columns][1], top))
+        if k % columns:  # the block to the left: its right face against this left face
+            pairs.append(_touching(faces[k - 1][3], left))
+    sizes = np.concatenate([s.sizes for s in summaries]).astype(np.int64)
+    first = np.concatenate([s.first for s in summaries]).astype(np.int64)
+    return counts, sizes, first, np.concatenate(pairs)
 
-    A block's bottom and right faces wait in ``below`` (one row of blocks) and ``beside`` (one block) for
-    the neighbour that pairs them with its top and left faces.
-    """
-    shape, path = labeller.volume.shape, labeller.volume.path
-    counts = [math.ceil(s / b) for s, b in zip(shape, block_shape, strict=True)]
-    offsets, sizes, first, pairs = [0], [], [], [np.zeros((0, 2), np.int64)]
-    below: dict[tuple[int, ...], np.ndarray] = {}
-    beside: dict[tuple[int, ...], np.ndarray] = {}
-    bad, slab = None, 0
 
-    def summarise(block: Block) -> tuple[tuple[int, ...], _Summary]:
-        return block.grid_index, _summarise(labeller, block.write_roi)
+def _row_bad_slice(summaries: list[_Summary]) -> int | None:
+    bad = [s.bad_slice for s in summaries if s.bad_slice is not None]
+    return min(bad) if bad else None
 
-    work = closing(in_order(pool, summarise, plan_blocks(shape, block_shape), ahead))
-    with work as summaries:
-        for (iz, iy, ix), summary in tqdm(
-            summaries, total=math.prod(counts), desc="segment: label", unit="block", mininterval=2
-        ):
-            if iz != slab and bad is not None:  # the slab is done: name its first bad slice
-                _raise_nonfinite(path, bad)
-            slab = iz
-            if summary.bad_slice is not None:
-                bad = min(summary.bad_slice, bad if bad is not None else summary.bad_slice)
-            offset = offsets[-1]
-            top, bottom, left, right = (
-                np.where(f > 0, f.astype(np.int64) + offset, 0) for f in summary.faces
-            )
-            if iy > 0:
-                pairs.append(_touching(below.pop((iz, iy - 1, ix)), top))
-            if ix > 0:
-                pairs.append(_touching(beside.pop((iz, iy, ix - 1)), left))
-            if iy + 1 < counts[1]:
-                below[iz, iy, ix] = bottom
-            if ix + 1 < counts[2]:
-                beside[iz, iy, ix] = right
-            sizes.append(summary.sizes)
-            first.append(summary.first)
-            offsets.append(offset + len(summary.sizes))
-    if bad is not None:
-        _raise_nonfinite(path, bad)
-    flat = (np.concatenate(a).astype(np.int64) if a else np.zeros(0, np.int64) for a in (sizes, first))
-    return np.array(offsets, np.int64), *flat, np.concatenate(pairs).astype(np.int64)
+
+def _join_rows(
+    rows: list[tuple], bad: list[int | None], min_size: int, path: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The lookup table of every provisional id (`_lookup_table`), the provisional ids where each block's
+    begin, and the number of cells, from the z-rows in order; the first slice with NaN or inf, if any,
+    raises."""
+    if any(z is not None for z in bad):
+        _raise_nonfinite(path, min(z for z in bad if z is not None))
+    shift = np.concatenate([[0], np.cumsum([len(sizes) for _, sizes, _, _ in rows])])
+    counts = np.concatenate([row[0] for row in rows])
+    sizes, first = (np.concatenate([row[i] for row in rows]) for i in (1, 2))
+    pairs = np.concatenate([row[3] + k for row, k in zip(rows, shift, strict=False)])
+    lut, cells = _lookup_table(sizes, first, pairs, min_size=min_size, path=path)
+    return lut, np.concatenate([[0], np.cumsum(counts)]), cells
 
 
 def _lookup_table(
@@ -383,33 +376,51 @@ def _segment_components(
     *,
     workers: int,
 ) -> int:
-    """Pass 1, lookup table, pass 2 (see the module's docstring); returns the number of cells.
+    """Pass 1, lookup table, pass 2 (see the module's docstring) as one dask graph run on ``workers``
+    threads; returns the number of cells.
 
-    Pass 2 labels each block again rather than reading provisional labels back from a scratch array:
-    thresholding and labelling a block costs less than encoding, writing, reading and decoding an int32
-    copy of it, and needs no scratch disk the size of the output.
+    Pass 1 is a task per block, their faces are paired by one task per z-row of blocks, and one task
+    joins the rows into the lookup table; pass 2 is a task per block again. Pass 2 labels each block
+    again rather than reading provisional labels back from a scratch array: thresholding and labelling
+    a block costs less than encoding, writing, reading and decoding an int32 copy of it, and needs no
+    scratch disk the size of the output.
     """
+    from dask.threaded import get
+
     labeller = _Labeller(volume, options.threshold)
-    ahead = 2 * workers
-    with ThreadPoolExecutor(workers) as pool:
-        offsets, sizes, first, pairs = _pass_one(labeller, block_shape, pool, ahead)
-        lut, cells = _lookup_table(sizes, first, pairs, min_size=options.min_size, path=volume.path)
-        del sizes, first, pairs
-
-        def write(block: Block) -> None:
-            labels, _ = labeller(block.write_roi)
-            b = block.block_id
-            table = lut[offsets[b] : offsets[b + 1] + 1].copy()
-            table[0] = 0
-            target[block.write_roi.to_slices()] = table[labels]
-
-        blocks = plan_blocks(volume.shape, block_shape)
-        with closing(in_order(pool, write, blocks, ahead)) as written:
-            for _ in tqdm(
-                written, total=len(offsets) - 1, desc="segment: write", unit="block", mininterval=2
-            ):
-                pass
+    blocks = plan_blocks(volume.shape, block_shape)
+    counts = [math.ceil(s / b) for s, b in zip(volume.shape, block_shape, strict=True)]
+    per_row = counts[1] * counts[2]
+    graph: dict[Any, Any] = {("summary", b.block_id): (_summarise, labeller, b.write_roi) for b in blocks}
+    for iz in range(counts[0]):
+        row = [("summary", k) for k in range(iz * per_row, (iz + 1) * per_row)]
+        graph["row", iz] = (_pair_row, row, counts[2])
+        graph["bad", iz] = (_row_bad_slice, row)
+    graph["table"] = (
+        _join_rows,
+        [("row", iz) for iz in range(counts[0])],
+        [("bad", iz) for iz in range(counts[0])],
+        options.min_size,
+        volume.path,
+    )
+    writes = [("write", b.block_id) for b in blocks]
+    graph.update(
+        {key: (_write_labels, labeller, target, b, "table") for key, b in zip(writes, blocks, strict=True)}
+    )
+    with tqdm(total=len(blocks), desc="segment", unit="block", mininterval=2) as bar:
+        with finished_tasks(lambda key: key[0] == "write" and bar.update(1)):
+            (_, _, cells), *_ = get(graph, ["table", *writes], num_workers=workers)
     return cells
+
+
+def _write_labels(labeller: _Labeller, target: zarr.Array, block: Block, table: tuple) -> None:
+    """Pass 2 of a block: label it again and store its cells' final ids."""
+    lut, first_ids, _ = table
+    labels, _ = labeller(block.write_roi)
+    b = block.block_id
+    ids = lut[first_ids[b] : first_ids[b + 1] + 1].copy()
+    ids[0] = 0
+    target[block.write_roi.to_slices()] = ids[labels]
 
 
 # --- watershed, slice by slice ---------------------------------------------------------------------------
