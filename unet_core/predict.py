@@ -69,7 +69,7 @@ class PredictOptions:
     compile : bool
         torch.compile the network (pays off on long runs; border blocks of other shapes recompile).
     prefetch : int
-        Blocks read ahead while one is computed and one is written (threads of this process), >= 1.
+        Blocks read ahead while one is computed and two are written (threads of this process), >= 1.
     scheduler : str
         A running dask.distributed cluster to predict on: its scheduler's address (tcp://host:8786) or
         scheduler file; empty: threads of this process. The output is the same either way.
@@ -330,7 +330,7 @@ def write_blocks(
     """Predict ``blocks`` of ``source`` and hand each to ``writer``: one dask graph, one task per block
     (`blockwise.block_tasks`, the tasks `predict_dask` is made of, each followed by its write), run on
     ``options.scheduler`` or on this process's threads: ``options.prefetch`` blocks read ahead while one
-    is computed and one is written."""
+    is computed and two are written (as many threads as the readers and writers around the model before)."""
     graph, tasks, _ = block_tasks(
         handle, source, blocks, dtype=options.output_dtype, name=name, depth=depth, source_key=f"source-{key}"
     )
@@ -341,7 +341,7 @@ def write_blocks(
             graph,
             list(writes),
             scheduler=options.scheduler,
-            threads=options.prefetch + 2,
+            threads=options.prefetch + 3,
             on_done=lambda: bar.update(1),
         )
 
