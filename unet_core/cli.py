@@ -326,7 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prediction", help="probability OME-Zarr (or any volume) of cell interior")
     p.add_argument("labels", help="ground truth volume (0 = membrane), or a prepared data.ome.zarr")
     p.add_argument("--out", required=True, help="metrics.csv to write; per-slice/threshold CSVs go beside")
-    p.add_argument("--slices", default="held-out", help="'held-out' (prepared stores), 'all' or 'START:STOP'")
+    p.add_argument(
+        "--slices",
+        default="held-out",
+        help="'held-out' (prepared stores), 'all', 'START:STOP', or 'fold:k/K' (the slices that "
+        "cross-validation fold k of K validates on)",
+    )
     p.add_argument("--segmentation", help="cell labels of the same volume (unet-core segment), scored too")
     p.add_argument(
         "--threads", type=_positive_int, default=None, help="threads scoring slices (default: all cores)"

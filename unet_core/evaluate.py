@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from . import io, metrics
-from .dataset import TrainingStore, held_out, intensity_range
+from .dataset import Split, TrainingStore, held_out, intensity_range
+from .folds import fold_slices, parse_fold
 from .inference import decode
 from .paths import refuse_overwriting_input
 from .segment import cell_map
@@ -40,7 +41,9 @@ def _parse_slices(text: str, n: int) -> slice:
     try:
         start, stop = (int(v) for v in text.split(":"))
     except ValueError as err:
-        raise ValueError(f"--slices must be 'held-out', 'all' or 'START:STOP', got {text!r}") from err
+        raise ValueError(
+            f"--slices must be 'held-out', 'all', 'START:STOP' or 'fold:k/K', got {text!r}"
+        ) from err
     if not 0 <= start < stop <= n:
         raise ValueError(f"--slices {text} is outside the volume's {n} slices")
     return slice(start, stop)
@@ -52,7 +55,12 @@ def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray 
     store = TrainingStore.find(path)
     if store is not None:
         gt = store.cells
-        chosen = _held_out(store) if slices == "held-out" else _parse_slices(slices, gt.shape[0])
+        if slices == "held-out":
+            chosen = _held_out(store)
+        elif slices.startswith("fold:"):
+            chosen = _validated_by(store, slices.removeprefix("fold:"))
+        else:
+            chosen = _parse_slices(slices, gt.shape[0])
         raw = io.read_slices(io.Volume(store.raw, path), chosen.start, chosen.stop)
         return io.read_slices(io.Volume(gt, path), chosen.start, chosen.stop), chosen, raw, gt.shape
     volume = io.open_volume(path)
@@ -63,12 +71,30 @@ def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray 
 
 
 def _held_out(store: TrainingStore) -> slice:
+    return held_out(_split(store))
+
+
+def _split(store: TrainingStore) -> Split:
     if store.split is None:
         raise io.VolumeError(
             f"{store.path}: records no train/val/test split (not written by unet-core prepare); "
             "score it with --slices all or --slices START:STOP"
         )
-    return held_out(store.split)
+    return store.split
+
+
+def _validated_by(store: TrainingStore, fold: str) -> slice:
+    """The slices cross-validation fold ``fold`` (``k/K``) validates on (`unet_core.folds`)."""
+    if parse_fold(fold) is None:
+        raise ValueError(f"--slices fold:{fold}: name a fold as k/K, e.g. fold:0/5")
+    split = _split(store)
+    _, zs = fold_slices(split.train, split.val, fold)
+    if np.any(np.diff(zs) != 1):
+        raise ValueError(
+            f"{store.path}: fold {fold} validates on slices {zs.tolist()}, which are not contiguous (the "
+            "split's train and val ranges are apart); score them with --slices START:STOP each"
+        )
+    return slice(int(zs[0]), int(zs[-1]) + 1)
 
 
 def _segmented_cells(path: str | os.PathLike, shape: tuple[int, ...], chosen: slice) -> np.ndarray:

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.augment import AugmentConfig
+from .folds import parse_fold
 from .io import atomic_write_bytes, atomic_write_text
 from .model import UNetConfig, output_size
 
@@ -127,6 +128,10 @@ class TrainConfig:
         Augmentation: gamma exponent drawn log-uniformly in [1 / (1 + value), 1 + value].
     aug_noise_std : float
         Augmentation: std of additive Gaussian noise.
+    fold : str
+        The slices to train and validate on (`unet_core.folds`): empty for the store's split, ``all``
+        for every labelled slice without validation (a final model), ``k/K`` for cross-validation fold
+        k of K of the labelled slices.
     """
 
     iterations: int = 2000
@@ -162,6 +167,7 @@ class TrainConfig:
     aug_brightness: float = AugmentConfig.brightness
     aug_gamma: float = AugmentConfig.gamma
     aug_noise_std: float = AugmentConfig.noise_std
+    fold: str = ""
 
     @property
     def model(self) -> UNetConfig:
@@ -176,6 +182,7 @@ class TrainConfig:
         )
 
     def __post_init__(self) -> None:
+        parse_fold(self.fold)
         if self.num_workers < -1:
             raise ValueError(f"train.num_workers must be >= 0, or -1 for automatic, got {self.num_workers}")
         for name in ("iterations", "batch_size", "val_every"):

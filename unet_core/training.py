@@ -25,6 +25,7 @@ import torch
 from . import metrics
 from .data.augment import save_augmentation_panel
 from .dataset import TileDataset, TrainingStore, intensity_range
+from .folds import fold_slices, read_at
 from .inference import TilePredictor, predict_array, resolve_device
 from .model import UNet, memory_format
 from .parallel import usable_cpus
@@ -85,8 +86,8 @@ def build_trainer(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg:
     Parameters
     ----------
     data_path : str or path-like
-        The store ``unet-core prepare`` wrote; its ``train`` slices give the tiles, its ``val`` slices
-        are validated on (none: no validation).
+        The store ``unet-core prepare`` wrote; the slices ``cfg.fold`` names of it give the tiles and
+        are validated on (none: no validation); by default its ``train`` and ``val`` slices.
     out_dir : str or path-like
         The folder whose ``.work`` is the Trainer's work folder.
     cfg : TrainConfig
@@ -100,11 +101,11 @@ def build_trainer(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg:
     device = resolve_device(cfg.device)
     store = TrainingStore.open(data_path)
     split = store.split
-    train_slices = split.slices("train")
-    if train_slices.stop <= train_slices.start:
+    train_zs, val_zs = fold_slices(split.train, split.val, cfg.fold)
+    if len(train_zs) == 0:
         raise ValueError(f"{data_path}: the training split {split.train} is empty; fix split.train")
     arrays = (store.raw, store.cells, store.weights)
-    train_raw, train_labels, train_weights = (np.asarray(a[train_slices]) for a in arrays)
+    train_raw, train_labels, train_weights = (read_at(a, train_zs) for a in arrays)
     normalization = intensity_range(train_raw)
     dataset = TileDataset(
         train_raw,
@@ -117,8 +118,7 @@ def build_trainer(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         augment_config=cfg.augmentation,
         length=cfg.iterations * cfg.batch_size,
     )
-    val = split.slices("val")
-    val_raw, val_labels = np.asarray(store.raw[val]), np.asarray(store.cells[val])
+    val_raw, val_labels = read_at(store.raw, val_zs), read_at(store.cells, val_zs)
     torch.manual_seed(cfg.seed)  # the network's initialisation, then the dropout stream
     layout = memory_format(device, cfg.channels_last)
     model = UNet(cfg.model).to(device, memory_format=layout)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unet_core.metrics import pixel_error, pixel_error_rate, rand_error, warping_error
+from unet_core.metrics import isbi_scores, pixel_error, pixel_error_rate, rand_error, warping_error
 
 
 def _ground_truth() -> np.ndarray:
@@ -100,3 +100,17 @@ def test_the_table_in_docs_is_these_cases():
         for name, plain, pixel, split_merge, rand in (map(str.strip, row) for row in rows)
     }
     assert printed == {case: tuple(values[1:]) for case, values in CASES.items()}
+
+
+@pytest.mark.parametrize(
+    ("case", "split", "merge"),
+    [
+        # 200- and 180-px cells in one proposal: FP = 380^2 - (200^2 + 180^2) = 72000 of 144400 together
+        ("2-px gap at rows 9-10", 0.0, 0.49861),
+        # the 200-px cell cut into 50 + 140 px and 10 boundary singletons: FN = 17890 of 72400 pairs
+        ("extra membrane row 5", 0.24710, 0.0),
+    ],
+)
+def test_rand_error_split_into_its_split_and_merge_parts(case, split, merge):
+    scores = isbi_scores(CASES[case][0], _ground_truth())
+    assert round(scores["rand_split"], 5) == split and round(scores["rand_merge"], 5) == merge

@@ -104,6 +104,7 @@ def _summary_rows(counts: _Counts) -> list[tuple[str, float, float]]:
         ("pixel_error", float(1 - pixel_scores[best_pixel]), counts.thresholds[best_pixel]),
         ("pixel_error_at_0.5", float((fp + fn) / (tp + fp + fn + tn)), _PLAIN_THRESHOLD),
         ("rand_error", float(1 - rand_scores[best_rand]), counts.thresholds[best_rand]),
+        *_rand_parts(counts.rand.sum(axis=0)[best_rand], counts.thresholds[best_rand]),
         ("warping_error", warping["warping_error"], th_warp),
         ("warping_error_classic", warping["warping_error_classic"], th_warp),
     ]
@@ -113,6 +114,18 @@ def _summary_rows(counts: _Counts) -> list[tuple[str, float, float]]:
         ("vinfo", info["vinfo"], info["vinfo_threshold"]),
     ]
     return rows
+
+
+def _rand_parts(counts: np.ndarray, threshold: float) -> list[tuple[str, float, float]]:
+    """What a Rand error is made of: ``rand_split``, the share of pixel pairs of one cell that the
+    proposal puts apart (FN / (TP + FN)), and ``rand_merge``, the share of pairs the proposal puts
+    together that belong to two cells (FP / (TP + FP))."""
+    tp, fp, fn = counts[:3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return [
+            ("rand_split", float(fn / (tp + fn)), threshold),
+            ("rand_merge", float(fp / (tp + fp)), threshold),
+        ]
 
 
 def isbi_scores(
@@ -140,7 +153,8 @@ def isbi_scores(
     -------
     dict
         ``pixel_error`` (1 - max F) and ``pixel_error_threshold``; ``pixel_error_at_0.5``
-        (plain error rate); ``rand_error`` and ``rand_error_threshold``;
+        (plain error rate); ``rand_error`` and ``rand_error_threshold``; ``rand_split`` and
+        ``rand_merge``, the split and merge parts of the Rand error at its threshold (`_rand_parts`);
         ``warping_error`` (split + merge pixels) and ``warping_error_threshold``;
         ``warping_error_classic``; ``n_split``, ``n_merge``, ``n_hole_addition``,
         ``n_hole_deletion``, ``n_object_addition``, ``n_object_deletion`` at the warping
