@@ -85,7 +85,11 @@ def _split(store: TrainingStore) -> Split:
 
 def _validated_by(store: TrainingStore, fold: str) -> slice:
     """The slices cross-validation fold ``fold`` (``k/K``) validates on (`unet_core.folds`)."""
-    if parse_fold(fold) is None:
+    try:
+        chosen = parse_fold(fold)
+    except ValueError as err:
+        raise ValueError(f"--slices fold:{fold}: {err}") from err
+    if chosen is None:
         raise ValueError(f"--slices fold:{fold}: name a fold as k/K, e.g. fold:0/5")
     split = _split(store)
     _, zs = fold_slices(split.train, split.val, fold)
