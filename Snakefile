@@ -14,6 +14,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/crossval.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 

@@ -77,12 +77,14 @@ def test_best_checkpoint_follows_the_metric_that_validate_returns(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-def test_without_validation_best_checkpoint_follows_the_loss(tmp_path):
-    _memory_trainer(tmp_path / "work", None).fit()
+def test_without_validation_best_checkpoint_is_the_last(tmp_path):
+    """A final model trains for the length cross-validation chose: no lower loss on the way replaces it."""
+    _memory_trainer(tmp_path / "work", None, iterations=8).fit()
     log = pd.read_csv(tmp_path / "work" / "train_log.csv")
     assert not [c for c in log.columns if c.startswith("val_")]
+    assert log["loss"].idxmin() != len(log) - 1  # this run's lowest loss is not at its end
     best = load_checkpoint(tmp_path / "work" / "best.pt")
-    assert best["best_metric"] == log["loss"].min() and best["iteration"] == log["loss"].idxmin() * 2 + 2
+    assert best["iteration"] == 8 and best["best_metric"] == log["loss"].iloc[-1]
 
 
 def test_a_trainer_resumes_the_run_that_its_work_folder_holds(tmp_path):

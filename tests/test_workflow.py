@@ -220,3 +220,38 @@ def test_a_gather_that_must_run_again_brings_its_shards_back(finished_run):
     assert "rule predict_shard:" in rerun.stdout + rerun.stderr
     assert np.array_equal(io.read_volume(results / "pred" / "heldout.ome.zarr"), before)
     assert not list((results / "pred").rglob("*.done"))  # gone once gathered
+
+
+@pytest.mark.slow  # a real snakemake run
+def test_cross_validation_scores_every_labelled_slice_once_and_ships_a_final_model(tmp_path):
+    """crossval: 2 folds of the 5 labelled slices (0-4): each fold trains without its run and is scored
+    on it; the summary has each metric's mean and spread; the shipped model trained on all 5 slices with
+    no validation; the report shows the cross-validated table."""
+    from unet_core.checkpoint import load_checkpoint
+
+    config = {**TINY, "crossval": {"folds": 2, "final": True}}
+    workdir = make_workdir(tmp_path, config, "name\tpath\n")
+    result = run_snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = workdir / "results" / "tiny"
+    folds = pd.read_csv(results / "cv" / "folds.csv")
+    assert sorted(set(zip(folds["fold"], folds["slices"], strict=True))) == [(0, "0:3"), (1, "3:5")]
+    summary = pd.read_csv(results / "cv" / "metrics.csv").set_index(["method", "metric"])
+    rand = folds.query("method == 'unet' and metric == 'rand_error'")["value"]
+    assert summary.loc[("unet", "rand_error"), "mean"] == pytest.approx(rand.mean())
+    assert summary.loc[("unet", "rand_error"), "std"] == pytest.approx(rand.std())
+    assert {"rand_split", "rand_merge", "n_split", "n_merge"} <= set(summary.loc["segmentation"].index)
+    assert (summary["folds"] == 2).all()
+    curve = pd.read_csv(results / "cv" / "curve.csv")
+    assert curve["iteration"].tolist() == [3, 6] and "val_rand_error_mean" in curve
+    for k in (0, 1):
+        assert (
+            load_checkpoint(results / "cv" / f"fold{k}" / "model" / "last.pt")["train_config"]["fold"]
+            == f"{k}/2"
+        )
+    final = load_checkpoint(results / "model" / "best.pt")
+    assert final["train_config"]["fold"] == "all" and final["iteration"] == TINY["train"]["iterations"]
+    assert not [c for c in pd.read_csv(results / "model" / "train_log.csv").columns if c.startswith("val_")]
+    page = (results / "report" / "index.html").read_text()
+    assert "Cross-validated over 2 folds" in page and "trained on every labelled slice" in page
+    assert (results / "report" / "crossval.csv").read_text() == (results / "cv" / "metrics.csv").read_text()

@@ -239,6 +239,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         volumes=pair_volumes(args.pred_volumes, args.seg_volumes),
         models=args.model,
         package=args.package,
+        crossval=args.crossval,
     )
     provenance = ReportProvenance(
         config=config,
@@ -248,6 +249,12 @@ def cmd_report(args: argparse.Namespace) -> None:
         benchmarks=args.benchmarks,
     )
     build_report(args.out_dir, inputs, provenance=provenance, title=args.title, n_slices=args.n_slices)
+
+
+def cmd_crossval(args: argparse.Namespace) -> None:
+    from .crossval import write_summary
+
+    write_summary(args.out_dir, args.metrics, args.train_logs)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -356,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoints (ensemble members 0, 1, ...) to checksum into provenance.json",
     )
     p.add_argument("--package", default=None, help="bioimage.io package (unet-core export) to checksum")
+    p.add_argument("--crossval", default=None, help="cross-validation summary (unet-core crossval) to show")
     p.add_argument("--config-json", default=None, help="the workflow's config as JSON, for provenance")
     p.add_argument("--configfiles", nargs="*", default=[], help="config files the workflow read")
     p.add_argument("--repo", default=None, help="directory inside the workflow's git repository")
@@ -379,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the package's name (default: U-Net EM cell interior)")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("crossval", help="mean and spread of the metrics over cross-validation folds")
+    p.add_argument("out_dir", help="folder for metrics.csv (summary), folds.csv and curve.csv")
+    p.add_argument("--metrics", nargs="+", required=True, help="eval/metrics.csv of folds 0, 1, ...")
+    p.add_argument("--train-logs", nargs="+", required=True, help="model/train_log.csv of folds 0, 1, ...")
+    p.set_defaults(func=cmd_crossval)
     p = sub.add_parser(
         "install-profiles", help="link profiles/slurm and profiles/local so `--profile slurm` finds them"
     )

@@ -328,7 +328,8 @@ class Trainer:
     validate : callable or None
         ``validate(model)`` returns the validation metrics (``val_<name>``: value) of the network that is
         saved, in eval mode, and raises `Diverged` when that network predicts NaN or inf. None: no
-        validation data.
+        validation data; ``best.pt`` is then the last checkpoint (a final model whose length
+        cross-validation chose).
     work_dir : path
         The work folder: ``last.pt``, ``best.pt`` and ``train_log.csv`` are written there.
     iterations, val_every : int
@@ -507,8 +508,10 @@ class Trainer:
         row["tiles_per_s"] = tiles_per_s
         metric = loss if self.select_metric == "loss" else row.get(f"val_{self.select_metric}", loss)
         # The first checkpoint counts even with a NaN metric; a finite one replaces a NaN best.
+        # Without validation data the length of training decides: the last checkpoint is the best one.
         improved = (
-            self.best_iteration == 0
+            self.validate is None
+            or self.best_iteration == 0
             or metric < self.best
             or (math.isnan(self.best) and not math.isnan(metric))
         )

@@ -50,11 +50,14 @@ from ._provenance import (
     store_digest,
 )
 from ._tables import (
+    CROSSVAL_COLUMNS,
     DEFINITIONS,
     EVALUATE,
     ISBI_METRICS,
     PAPER_SOURCE,
     PUBLISHED,
+    crossval_note,
+    crossval_table_html,
     held_out_note,
     html_table,
     latex_table,
@@ -253,6 +256,9 @@ class ReportInputs:
     package : str or path-like, optional
         The bioimage.io model package (``unet-core export``), checksummed into the provenance as
         ``bioimageio_package``.
+    crossval : str or path-like, optional
+        The cross-validation summary (``unet-core crossval``'s metrics.csv), shown as its own table and
+        copied as ``crossval.csv``.
 
     Raises
     ------
@@ -272,6 +278,7 @@ class ReportInputs:
     )
     models: Sequence[str | os.PathLike] = ()
     package: str | os.PathLike | None = None
+    crossval: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         for name, pair in self.volumes.items():
@@ -297,6 +304,7 @@ class ReportInputs:
             "segmentation": self.segmentation,
             **{"model" if k == 0 else f"model/member{k}": path for k, path in enumerate(self.models)},
             **({"bioimageio_package": self.package} if self.package is not None else {}),
+            **({"crossval": self.crossval} if self.crossval is not None else {}),
             **{
                 f"{kind}/{name}": path
                 for name, pair in self.volumes.items()
@@ -390,6 +398,12 @@ def build_report(
         max_content_bytes=provenance.max_content_bytes,
     )
     select_metric = (provenance.config or {}).get("train", {}).get("select_metric", "rand_error")
+    crossval = None
+    if inputs.crossval is not None:
+        numeric = ["mean", "std", "min", "max", "folds"]
+        crossval = read_checked_csv(
+            inputs.crossval, CROSSVAL_COLUMNS, numeric=numeric, writer="`unet-core crossval`"
+        )
     with io.atomic_directory(out_dir) as tmp:
         table.to_csv(tmp / "metrics.csv", index=False)
         (tmp / "metrics.tex").write_text(latex_table(table))
@@ -411,6 +425,13 @@ def build_report(
             n_slices=n_slices,
         )
         files = ["metrics.csv", "metrics.tex", "provenance.json"]
+        sections = []
+        if crossval is not None:
+            crossval.to_csv(tmp / "crossval.csv", index=False)
+            files.append("crossval.csv")
+            final = bool((provenance.config or {}).get("crossval", {}).get("final", False))
+            note = crossval_note(int(crossval["folds"].max()), final=final)
+            sections.append(("Cross-validated errors", crossval_table_html(crossval), note))
         files += [f"figures/{png.stem}.{suffix}" for png, _ in figures for suffix in ("png", "pdf")]
         page = render_page(
             title,
@@ -419,6 +440,7 @@ def build_report(
             figures=figures,
             record=record,
             files=files,
+            sections=sections,
         )
         (tmp / "index.html").write_text(page)
     log.info("report written to %s (%d figures)", out_dir, len(figures))

@@ -99,8 +99,10 @@ def render_page(
     figures: Sequence[tuple[Path, str]],
     record: Mapping,
     files: Sequence[str],
+    sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The whole page as text: table, notes, figures with captions, provenance, list of files."""
+    """The whole page as text: table, notes, further ``sections`` (heading, HTML table, note), figures
+    with captions, provenance, list of files."""
     links = "".join(f'<li><a href="{html.escape(quote(f))}">{html.escape(f)}</a></li>' for f in files)
     git = record["git"]
     body = [
@@ -110,6 +112,10 @@ def render_page(
         "<h2>Errors on held-out slices</h2>",
         table_html,
         *(f"<p class=note>{html.escape(note)}</p>" for note in notes),
+        *(
+            f"<h2>{html.escape(heading)}</h2>{table}<p class=note>{html.escape(note)}</p>"
+            for heading, table, note in sections
+        ),
         "<h2>Figures</h2>",
         *(figure_tag(png, caption) for png, caption in figures),
         provenance_section(record),

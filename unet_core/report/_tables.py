@@ -256,3 +256,57 @@ def html_table(table: pd.DataFrame) -> str:
         f'<table class="metrics"><thead><tr><th></th>{head_top}</tr><tr>{head_sub}</tr></thead>'
         f"<tbody>{body}</tbody></table>"
     )
+
+
+#: Columns of the cross-validated table: what a recipe is chosen by, and what its Rand error is made of.
+CROSSVAL_METRICS = {
+    "pixel_error": "Pixel error",
+    "rand_error": "Rand error",
+    "rand_split": "Rand: split",
+    "rand_merge": "Rand: merge",
+    "warping_error": "Warping error",
+    "n_split": "Split px",
+    "n_merge": "Merge px",
+}
+CROSSVAL_COLUMNS = ("method", "metric", "mean", "std", "min", "max", "folds")
+
+
+def crossval_note(folds: int, *, final: bool) -> str:
+    """Which figures are cross-validated, and which model the run ships."""
+    shipped = (
+        "The shipped model (model/best.pt) trained on every labelled slice with no validation "
+        "(crossval.final), so the held-out table above scores slices it was trained on: the "
+        "cross-validated figures are the measurement."
+        if final
+        else "The shipped model (model/best.pt) trained on the store's split; the table above scores "
+        "its held-out slices."
+    )
+    return (
+        f"Cross-validated over {folds} folds: each fold trained on the labelled slices outside a contiguous "
+        "run and was scored on that run, so every labelled slice was scored once; mean +- standard "
+        "deviation over folds (range in brackets). " + shipped
+    )
+
+
+def crossval_table_html(summary: pd.DataFrame) -> str:
+    """The cross-validation summary (``unet-core crossval``'s metrics.csv) as an HTML table: one row per
+    method, one column per metric of `CROSSVAL_METRICS`, "mean +- std [min, max]"."""
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in CROSSVAL_METRICS.values())
+    rows = []
+    for method, group in summary.groupby("method", sort=False):
+        values = group.set_index("metric")
+        cells = []
+        for metric in CROSSVAL_METRICS:
+            if metric not in values.index:
+                cells.append("<td>--</td>")
+                continue
+            row = values.loc[metric]
+            decimals = 0 if metric.startswith("n_") else _DECIMALS.get(metric, 4)
+            cells.append(
+                f"<td>{_number(row['mean'], decimals)} &plusmn; {_number(row['std'], decimals)} "
+                f"[{_number(row['min'], decimals)}, {_number(row['max'], decimals)}]</td>"
+            )
+        label = html.escape(OUR_LABELS.get(method, method))
+        rows.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
+    body = "".join(rows)
+    return f'<table class="metrics"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'

@@ -20,6 +20,7 @@ wildcard_constraints:
     volume="[A-Za-z0-9_.-]+",
     shard="[0-9]+",
     member="[1-9][0-9]*",
+    fold="[0-9]+",
 
 
 def cli_args(section, **overrides):
@@ -43,9 +44,21 @@ def get_models():
     return [f"{RESULTS}/model/best.pt"] + [f"{RESULTS}/model/member{k}/best.pt" for k in members]
 
 
+def get_train_args(**overrides):
+    """The shipped model's training flags: on every labelled slice, without validation, once
+    cross-validation chose the recipe (crossval.final)."""
+    final = {"fold": "all"} if config["crossval"]["final"] else {}
+    return cli_args("train", **final, **overrides)
+
+
 def get_member_train_args(wildcards):
     """Member k trains exactly as member 0 but with seed + k (config.yaml always sets train.seed)."""
-    return cli_args("train", seed=config["train"]["seed"] + int(wildcards.member))
+    return get_train_args(seed=config["train"]["seed"] + int(wildcards.member))
+
+
+def get_fold_train_args(wildcards):
+    """Cross-validation fold k of crossval.folds: the labelled slices but its run train, the run validates."""
+    return cli_args("train", fold=f"{wildcards.fold}/{config['crossval']['folds']}")
 
 
 def get_volume_path(wildcards):
@@ -79,6 +92,7 @@ def get_benchmark_files():
         rules.evaluate.benchmark,
         rules.export.benchmark,
         *expand(rules.train_member.benchmark, member=range(1, config["ensemble"])),
+        *expand(rules.train_fold.benchmark, fold=range(config["crossval"]["folds"])),
         *expand(
             rules.predict_shard.benchmark,
             volume=[HELD_OUT, *VOLUMES["name"]],
@@ -94,7 +108,13 @@ def get_final_outputs():
         f"{RESULTS}/report/index.html",
         f"{RESULTS}/model/bioimageio.zip",
         *(f"{RESULTS}/seg/{v}.ome.zarr" for v in volumes),
+        *get_crossval_outputs(),
     ]
+
+
+def get_crossval_outputs():
+    """The cross-validation summary, when crossval.folds asks for one."""
+    return [f"{RESULTS}/cv/metrics.csv"] if config["crossval"]["folds"] >= 2 else []
 
 
 def get_shard_resources(wildcards, input, attempt):

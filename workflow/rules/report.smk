@@ -24,6 +24,7 @@ rule report:
         train_log=f"{RESULTS}/model/train_log.csv",
         models=get_models(),
         package=f"{RESULTS}/model/bioimageio.zip",
+        crossval=get_crossval_outputs(),
         data=f"{RESULTS}/data.ome.zarr",
         prob=f"{RESULTS}/pred/{HELD_OUT}.ome.zarr",
         seg=f"{RESULTS}/seg/{HELD_OUT}.ome.zarr",
@@ -83,6 +84,7 @@ rule report:
         repo=workflow.basedir,
         logs=LOGS,
         benchmarks=get_benchmark_files(),
+        crossval=" ".join(f"--crossval {shlex.quote(path)}" for path in get_crossval_outputs()),
     conda:
         "../../envs/unet-core.yaml"
     threads: 1
@@ -98,4 +100,4 @@ rule report:
         " --pred-volumes {input.pred_volumes:q} --seg-volumes {input.seg_volumes:q}"
         " --config-json {params.config_json:q} --configfiles {params.configfiles:q}"
         " --repo {params.repo:q} --logs {params.logs:q} --benchmarks {params.benchmarks:q}"
-        " --title {params.title:q} > {log:q} 2>&1"
+        " --title {params.title:q} {params.crossval} > {log:q} 2>&1"
