@@ -8,6 +8,9 @@
 #   bash bench/gpu.sh preset OUT  # bench/train.py at batch 1, then config/isbi2012.yaml's training as is
 #                                 # on slices 0-15, TTA prediction + evaluation of slices 16-19; with
 #                                 # SEEDS=N, N seeds side by side and also their ensemble (`ensemble: N`)
+#   bash bench/gpu.sh cv OUT      # 5-fold cross-validation of config/isbi2012.yaml's recipe on the 20
+#                                 # labelled slices: the folds train side by side, then TTA prediction,
+#                                 # segmentation and scoring of each fold's 4 slices, and their summary
 #   bash bench/gpu.sh bench OUT   # bench/train.py (batch 1 and 8) and bench/predict.py (eager, compiled)
 #
 # TRAIN_SECONDS (default 240) is the wall time the trainings share; their iteration counts are sized
@@ -117,6 +120,51 @@ PY
     awk -F, '$NF == "unet" {printf "rand@%s %.4f  ", $1, $4} END {print ""}' \
       "$work/m_$name/metrics_per_threshold.csv" | tee -a "$out/metrics.csv"
   done
+  tar czf "$out/runs.tgz" -C "$out" --remove-files $(cd "$out" && ls train_* predict_*)  # few files come back
+elif [ "$stage" = cv ]; then
+  folds=${FOLDS:-5}
+  budget=${TRAIN_SECONDS:-300}
+  log "bench/train.py, batch 1 (sizes the trainings)"
+  rate=$(python3 bench/train.py "${bench_net[@]}" --batch 1 --steps 30 --workers "$workers" --threads 2 |
+    tee /dev/stderr | awk '/full loop/ {for (i = 2; i <= NF; i++) if ($i == "tiles/s") print $(i - 1)}')
+  [[ "$rate" =~ ^[0-9.]+$ ]] || { log "bench/train.py failed: no rate to size the trainings"; exit 1; }
+  # config/isbi2012.yaml's train section as flags, the iterations sized so the folds share the budget.
+  read -ra train_options < <(python3 -c "
+import yaml
+from unet_core.cli import config_flags
+train = yaml.safe_load(open('config/isbi2012.yaml'))['train']
+if $smoke: train.update(depth=2, width=8, tile_size=124)
+batch = train.get('batch_size', 1)
+train.update(iterations=max(8, int($budget * $rate * 0.9 / $folds / batch)), num_workers=max(1, $workers // $folds))
+train['val_every'] = max(1, train['iterations'] // 10)
+print(' '.join(config_flags(train)))")
+  log "train ${train_options[*]}"
+  run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
+    --train-slices 0 16 --val-slices 16 20 --test-slices 20 20 --voxel-size 50 4 4 --unit nanometer \
+    --w0 10 --sigma 5 "$work/isbi.ome.zarr" >/dev/null 2>&1 || exit 1
+  start=$(date +%s)
+  for ((k = 0; k < folds; k++)); do
+    run train "${train_options[@]}" --fold "$k/$folds" --threads 2 "$work/isbi.ome.zarr" "$work/fold$k" \
+      >"$out/train_fold$k.log" 2>&1 &
+  done
+  wait
+  log "$folds folds trained in $(($(date +%s) - start)) s (wall, side by side)"
+  for ((k = 0; k < folds; k++)); do
+    run predict --tta "$work/fold$k/best.pt" "$work/isbi.ome.zarr" "$work/pred_fold$k.ome.zarr" \
+      >"$out/predict_fold$k.log" 2>&1 &
+  done
+  wait
+  for ((k = 0; k < folds; k++)); do
+    (run segment "${segment_options[@]}" "$work/pred_fold$k.ome.zarr" "$work/seg_fold$k.ome.zarr" &&
+      run evaluate --slices "fold:$k/$folds" --segmentation "$work/seg_fold$k.ome.zarr" \
+        --out "$work/m_fold$k/metrics.csv" "$work/pred_fold$k.ome.zarr" "$work/isbi.ome.zarr") >/dev/null 2>&1 &
+  done
+  wait
+  metrics=() logs=()
+  for ((k = 0; k < folds; k++)); do
+    metrics+=("$work/m_fold$k/metrics.csv") logs+=("$work/fold$k/train_log.csv")
+  done
+  run crossval "$out/cv" --metrics "${metrics[@]}" --train-logs "${logs[@]}" 2>&1 | tail -n 40
   tar czf "$out/runs.tgz" -C "$out" --remove-files $(cd "$out" && ls train_* predict_*)  # few files come back
 elif [ "$stage" = preset ]; then
   seeds=${SEEDS:-1}
