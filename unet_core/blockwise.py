@@ -384,9 +384,9 @@ def run_graph(
     from dask.threaded import get
 
     wanted = set(keys)
-    # Ready tasks go to the threads in batches of up to 8: one hand-over per task cost a host-bound run
-    # (a model that is fast next to reading and writing) about a tenth of its speed. Each thread still
-    # gets at least two batches, so reading, computing and writing overlap from the start to the end.
+    # Ready tasks go to the threads in batches of up to 8: a hand-over per task slowed host-bound runs (a
+    # model fast next to reading and writing; README, Benchmarks). Each thread still gets at least two
+    # batches, so reading, computing and writing overlap from the start to the end.
     chunksize = max(1, min(8, len(keys) // (2 * threads)))
     with finished_tasks(lambda key: on_done is not None and key in wanted and on_done()):
         get(dict(graph), keys, num_workers=threads, chunksize=chunksize)
