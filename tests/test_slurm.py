@@ -193,22 +193,24 @@ def test_cluster_results_equal_a_local_run(cluster_run, local_run):
 
 
 def test_every_gpu_rule_goes_to_the_gpu_partition_with_the_rules_memory(tmp_path):
-    """Resources as the SLURM profile resolves them (dry run): ensemble members are a rule of their own."""
+    """Resources as the SLURM profile resolves them (dry run): ensemble members and cross-validation folds
+    are rules of their own."""
     workdir = _workdir(tmp_path, "dry")
     config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config | {"ensemble": 2}))
+    extra = {"ensemble": 2, "crossval": {"folds": 2}}
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config | extra))
     result = subprocess.run(
         [*SNAKEMAKE, "--directory", str(workdir), "--profile", str(ROOT / "profiles" / "slurm"), "-n"],
         capture_output=True, text=True, env={**ENV, "UNET_SLURM_GPU_PARTITION": "gpuq"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resources = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M))
-    gpu_rules = {"train", "train_member", "predict_shard"}
+    gpu_rules = {"train", "train_member", "predict_shard", "train_fold", "predict_fold"}
     assert {"prepare", "segment", "evaluate", "report", "predict"} | gpu_rules <= set(resources)
     for rule, line in resources.items():
         partition = "gpuq" if rule in gpu_rules else "debug"
         assert f"slurm_partition={partition}" in line, (rule, line)
-    for rule in ("train", "train_member"):
+    for rule in ("train", "train_member", "train_fold"):
         assert "mem_mb=16000" in resources[rule] and "runtime=1440" in resources[rule], resources[rule]
 
 
