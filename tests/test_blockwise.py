@@ -193,3 +193,16 @@ def test_an_unreachable_scheduler_is_one_clear_error(tmp_path, checkpoint, store
 
 def _tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_two_zarr_arrays_of_one_name_and_shape_are_two_predictions(checkpoint, volume, tmp_path):
+    """Both are "/0" of shape (3, 90, 101): the lazy arrays must not share a dask name (dask would take
+    one's blocks for the other's)."""
+    stores = []
+    for k, data in enumerate((volume, 255 - volume)):
+        io.write_image(tmp_path / f"{k}.ome.zarr", data)
+        stores.append(zarr.open_array(str(tmp_path / f"{k}.ome.zarr" / "0"), mode="r"))
+    first, second = (predict_dask(checkpoint, s, options=OPTIONS) for s in stores)
+    assert first.name != second.name
+    together = dask.compute(first, second)
+    assert not np.array_equal(*together)

@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 
 from . import io
 from .parallel import finished_tasks
+from .paths import volume_file
 from .tiling import Block, mirror_plan, network_input, plan_blocks, read_mirrored, unfold
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class ModelHandle:
         if not paths:
             raise ValueError("checkpoints: give at least one trained model (best.pt)")
         paths = [os.path.abspath(p) for p in paths]
-        stamps = tuple((s.st_size, s.st_mtime_ns) for s in map(_stat_or_none, paths) if s is not None)
+        stamps = tuple(stamp for stamp in map(_stamp, paths) if stamp is not None)
         return cls(tuple(paths), stamps, **options)
 
     def load(self) -> tuple[Any, threading.Lock]:
@@ -280,7 +282,7 @@ def as_volume(volume: Any) -> Any:
         raise ValueError(f"volume must be a 2D image or a (Z, Y, X) stack, got shape {tuple(volume.shape)}")
     if np.dtype(volume.dtype).kind not in "biuf":
         raise ValueError(f"volume must hold real numbers (integer or float), got dtype {volume.dtype}")
-    if isinstance(volume, da.Array) and any(np.isnan(c).any() for c in map(np.array, volume.chunks)):
+    if isinstance(volume, da.Array) and any(np.isnan(size) for sizes in volume.chunks for size in sizes):
         raise ValueError("volume: a dask array of unknown chunk sizes; call .compute_chunk_sizes() first")
     return volume
 
@@ -359,12 +361,21 @@ def _volume_name(volume: Any) -> str:
 
 
 def _source_token(source: Any) -> Any:
-    """What identifies a source's content for the output's name: a dask array's name, a file's path and
-    stamp, else the object itself (hashed by dask)."""
+    """What names a source's content in the output's name: a dask array's name, a file's path and stamp,
+    a numpy array's bytes (hashed by dask); any other array (zarr, h5py) gets a name of its own, since
+    its name or path need not tell two contents apart."""
+    import dask.array as da
+
+    if isinstance(source, da.Array):
+        return source.name
     if isinstance(source, VolumeReference):
-        stat = Path(source.path.split(":")[0]).stat() if Path(source.path.split(":")[0]).exists() else None
-        return source.path, stat and (stat.st_size, stat.st_mtime_ns)
-    return getattr(source, "name", None) or source
+        return source.path, _stamp(volume_file(source.path))
+    return source if isinstance(source, np.ndarray) else uuid.uuid4().hex
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    stat = _stat_or_none(path)
+    return None if stat is None else (stat.st_size, stat.st_mtime_ns)
 
 
 def run_graph(
