@@ -144,6 +144,7 @@ def test_every_rule_instance_ran_as_a_completed_slurm_job(cluster_run):
     completed = [rule for rule, job_id in jobs if states.get(job_id) == "COMPLETED"]
     assert sorted(set(completed)) == [
         "evaluate",
+        "export",
         "predict",
         "predict_shard",
         "prepare",
