@@ -115,8 +115,9 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
         elif typing.get_origin(hint) is typing.Literal:
             parser.add_argument(flag, type=type(args[0]), choices=args, default=default, help=help_)
         elif typing.get_origin(hint) is tuple:
+            nargs = "*" if args[-1] is Ellipsis else len(args)  # tuple[int, ...]: any number of values
             parser.add_argument(
-                flag, type=args[0], nargs=len(args), default=default, metavar=f.name.upper(), help=help_
+                flag, type=args[0], nargs=nargs, default=default, metavar=f.name.upper(), help=help_
             )
         else:
             parser.add_argument(flag, type=hint, default=default, help=help_)
