@@ -49,6 +49,16 @@ def test_config_sections_become_the_options_that_parse_back_to_them():
     assert _dataclass_from_args(SegmentOptions, args) == SegmentOptions(**segment)
 
 
+@pytest.mark.parametrize(("values", "expected"), [(["3", "8"], (3, 8)), ([], ())])
+def test_a_tuple_of_any_length_takes_any_number_of_values(values, expected):
+    from unet_core.prepare import PrepareConfig
+
+    args = build_parser().parse_args(
+        ["prepare", "out", "--labels-kind", "instances", "--partial-slices", *values]
+    )
+    assert _dataclass_from_args(PrepareConfig, args).partial_slices == expected
+
+
 def test_segment_defaults_are_those_of_segment_options():
     args = build_parser().parse_args(["segment", "in", "out"])
     assert _dataclass_from_args(SegmentOptions, args) == SegmentOptions()
@@ -123,7 +133,7 @@ def test_generated_help_is_the_field_documentation_with_the_default(capsys):
     assert "(default: --no-tta)" in " ".join(capsys.readouterr().out.split())
     assert main(["segment", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "{components,watershed}" in out and "(default: components)" in out
+    assert "{components,watershed,distance}" in out and "(default: components)" in out
 
 
 def test_attribute_docs_reads_grouped_entries_and_stops_at_the_next_section():
