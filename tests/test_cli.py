@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from unet_core.cli import (
+    VALIDATION_SEGMENT,
     _add_dataclass_options,
     _dataclass_from_args,
     attribute_docs,
@@ -47,6 +48,16 @@ def test_config_sections_become_the_options_that_parse_back_to_them():
     segment = {"method": "watershed", "threshold": 0.3, "seed_threshold": 0.8, "min_size": 5}
     args = build_parser().parse_args(["segment", "in", "out", *config_flags(segment)])
     assert _dataclass_from_args(SegmentOptions, args) == SegmentOptions(**segment)
+
+
+def test_train_takes_the_segment_options_that_validation_of_cells_uses():
+    segment = {"method": "distance", "threshold": 0.4, "seed_height": 3.0, "min_size": 100}
+    flags = config_flags(segment, prefix=VALIDATION_SEGMENT)
+    assert flags[:2] == ["--segment-method", "distance"]
+    args = build_parser().parse_args(["train", "data", "out", *flags])
+    assert _dataclass_from_args(SegmentOptions, args, prefix=VALIDATION_SEGMENT) == SegmentOptions(**segment)
+    defaults = build_parser().parse_args(["train", "data", "out"])
+    assert _dataclass_from_args(SegmentOptions, defaults, prefix=VALIDATION_SEGMENT) == SegmentOptions()
 
 
 @pytest.mark.parametrize(("values", "expected"), [(["3", "8"], (3, 8)), ([], ())])
