@@ -3,7 +3,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from unet_core.cli import config_flags
+from unet_core.cli import VALIDATION_SEGMENT, config_flags
 from unet_core.paths import volume_file
 from unet_core.sheets import HELD_OUT, read_volume_sheet
 
@@ -14,6 +14,9 @@ RESULTS = f"{config['results']}/{config['dataset']}"
 LOGS = f"{config['logs']}/{config['dataset']}"
 # The volume sheet's rows, indexed by name; HELD_OUT (the prepared store) is predicted and scored too.
 VOLUMES = read_volume_sheet(config["volumes"])
+# What the prepared store's labels are: membranes (ISBI errors) or cells (SEG). The synthetic volume's are
+# membranes whatever the config says.
+LABELS_KIND = config["prepare"].get("labels_kind", "binary") if config["prepare"].get("raw") else "binary"
 
 
 wildcard_constraints:
@@ -43,9 +46,18 @@ def get_models():
     return [f"{RESULTS}/model/best.pt"] + [f"{RESULTS}/model/member{k}/best.pt" for k in members]
 
 
+def train_args(**overrides):
+    """The train section as flags; for cells also the segment section's, which validation segments with."""
+    args = cli_args("train", **overrides)
+    if LABELS_KIND != "instances":
+        return args
+    segment = config_flags(config.get("segment", {}), prefix=VALIDATION_SEGMENT)
+    return " ".join([args, *(shlex.quote(a) for a in segment)])
+
+
 def get_member_train_args(wildcards):
     """Member k trains exactly as member 0 but with seed + k (config.yaml always sets train.seed)."""
-    return cli_args("train", seed=config["train"]["seed"] + int(wildcards.member))
+    return train_args(seed=config["train"]["seed"] + int(wildcards.member))
 
 
 def get_volume_path(wildcards):

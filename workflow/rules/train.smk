@@ -11,7 +11,7 @@ rule train:
         f"{LOGS}/train.benchmark.tsv"
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.best),
-        args=cli_args("train"),
+        args=train_args(),
     conda:
         "../../envs/unet-core.yaml"
     threads: config["threads"]["train"]
