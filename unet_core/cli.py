@@ -334,9 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_options(p, SegmentOptions)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("evaluate", help="ISBI pixel and Rand errors of a prediction against labels")
+    p = sub.add_parser(
+        "evaluate", help="ISBI errors of a prediction against labels; SEG for a store of instance labels"
+    )
     p.add_argument("prediction", help="probability OME-Zarr (or any volume) of cell interior")
-    p.add_argument("labels", help="ground truth volume (0 = membrane), or a prepared data.ome.zarr")
+    p.add_argument(
+        "labels", help="ground truth volume (0 = membrane), or a prepared data.ome.zarr (membranes or cells)"
+    )
     p.add_argument("--out", required=True, help="metrics.csv to write; per-slice/threshold CSVs go beside")
     p.add_argument("--slices", default="held-out", help="'held-out' (prepared stores), 'all' or 'START:STOP'")
     p.add_argument("--segmentation", help="cell labels of the same volume (unet-core segment), scored too")

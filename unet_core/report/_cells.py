@@ -355,7 +355,7 @@ def per_frame_figure(per_slice: pd.DataFrame, summary: pd.DataFrame, *, first_sl
     ticks = [names.loc[s, "frame"] if "frame" in names else str(s + first_slice) for s in frames]
     ax.set_xticks(frames, ticks)
     ax.set(xlabel="frame", ylabel="SEG", ylim=(0, 1), title="SEG per held-out frame")
-    ax.legend(title="dashed: pooled over all reference cells", loc="lower left")
+    ax.legend(title="dashed: pooled over all reference cells", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
