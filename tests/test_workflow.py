@@ -13,6 +13,8 @@ import tifffile
 import yaml
 
 from unet_core import io
+from unet_core.model import UNetConfig
+from unet_core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -303,11 +305,10 @@ def test_hela_dag_scores_cells_by_seg_and_reports_them(hela_run):
         assert f'"name": "{name}"' in (hela_run / "report.html").read_text()
 
 
-@pytest.mark.parametrize("extra", [[], ["config/dic_hela_cpu.yaml"]])
-def test_dic_hela_presets_dry_run_and_validate_as_segment_cuts(extra):
-    """config/dic_hela.yaml (the paper's network) and its CPU variant merged over it: a valid DAG whose
+def test_dic_hela_presets_dry_run_and_validate_as_segment_cuts():
+    """config/dic_hela_cpu.yaml merged over config/dic_hela.yaml (the paper's network): a valid DAG whose
     training validates cells with the segment section's options (every job, whatever results/ holds)."""
-    configs = ["--configfile", "config/dic_hela.yaml", *extra]
+    configs = ["--configfile", "config/dic_hela.yaml", "config/dic_hela_cpu.yaml"]
     result = subprocess.run(
         [*SNAKEMAKE, "-n", "-p", "--forceall", *configs],
         cwd=ROOT,
@@ -317,6 +318,8 @@ def test_dic_hela_presets_dry_run_and_validate_as_segment_cuts(extra):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     train = next(line for line in result.stdout.splitlines() if "unet-core train " in line)
-    assert "--select-metric seg" in train and "--segment-method distance" in train
-    assert ("--width 16" in train) == bool(extra) and ("--width 64" in train) != bool(extra)
+    assert "--select-metric seg" in train and "--segment-method distance" in train and "--width 16" in train
     assert "--partial-slices 8" in result.stdout and "--labels-kind instances" in result.stdout
+    gpu = yaml.safe_load((ROOT / "config" / "dic_hela.yaml").read_text())["train"]  # the paper's network
+    assert TrainConfig(**gpu).model == UNetConfig(depth=4, width=64, dropout=0.5)
+    assert (gpu["tile_size"], gpu["batch_size"], gpu["optimizer"], gpu["momentum"]) == (572, 1, "sgd", 0.99)
