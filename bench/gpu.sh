@@ -11,13 +11,17 @@
 #   bash bench/gpu.sh cv OUT      # 5-fold cross-validation of config/isbi2012.yaml's recipe on the 20
 #                                 # labelled slices: the folds train side by side, then TTA prediction,
 #                                 # segmentation and scoring of each fold's 4 slices, and their summary
+#   bash bench/gpu.sh hela OUT    # DIC-HeLa (.data/dic-hela, or $HELA_DATA): config/dic_hela.yaml's
+#                                 # training as is (the paper's network, best.pt by validation SEG), TTA
+#                                 # prediction, then each segment method cut and scored by SEG on the
+#                                 # validation frames t039, t054, t067
 #   bash bench/gpu.sh bench OUT   # bench/train.py (batch 1 and 8) and bench/predict.py (eager, compiled)
 #
 # TRAIN_SECONDS (default 240) is the wall time the trainings share; their iteration counts are sized
 # from the full-loop tiles/s that bench/train.py measures first (batch 1 and 4, alone on the GPU).
 # SMOKE=1 runs everything tiny on a CPU.
 set -uo pipefail
-stage=${1:?isbi or bench}
+stage=${1:?isbi, preset, hela or bench}
 out=${2:?output folder}
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -210,6 +214,51 @@ print(' '.join(config_flags(train)))")
   done
   [ "$seeds" -gt 1 ] && evaluate ensemble "${members[@]}"
   tar czf "$out/runs.tgz" -C "$out" --remove-files $(cd "$out" && ls train*)  # few files come back
+elif [ "$stage" = hela ]; then
+  # config/dic_hela.yaml's prepare, train and segment sections as flags, as the workflow passes them
+  # (validation segments with the segment options; SMOKE: a tiny network instead).
+  config_options() {  # section
+    python3 -c "
+import yaml
+from unet_core.cli import VALIDATION_SEGMENT, config_flags
+config = yaml.safe_load(open('config/dic_hela.yaml'))
+config['prepare']['data_dir'] = '${HELA_DATA:-.data/dic-hela}'
+if $smoke:
+    config['train'].update(depth=2, width=8, tile_size=124, iterations=20, val_every=10, num_workers=1)
+flags = config_flags(config['$1'])
+if '$1' == 'train':
+    flags += config_flags(config['segment'], prefix=VALIDATION_SEGMENT)
+print(' '.join(flags))"
+  }
+  read -ra prepare_options < <(config_options prepare)
+  read -ra train_options < <(config_options train)
+  read -ra configured < <(config_options segment)
+  run prepare "${prepare_options[@]}" "$work/hela.ome.zarr" >"$out/prepare.log" 2>&1 || exit 1
+  log "train ${train_options[*]}"
+  start=$(date +%s)
+  run train "${train_options[@]}" --threads 2 "$work/hela.ome.zarr" "$work/model" >"$out/train.log" 2>&1
+  log "training done in $(($(date +%s) - start)) s (wall)"
+  tail -c 400 "$out/train.log"
+  cp "$work/model/train_log.csv" "$out/train_log.csv" && cat "$out/train_log.csv"
+  run predict --tta "$work/model/best.pt" "$work/hela.ome.zarr" "$work/pred.ome.zarr" 2>&1 | tail -n 1
+  # The configured cut, then the others that validation SEG chose between (README).
+  variants=(
+    "configured|${configured[*]}"
+    "watershed|--method watershed --threshold 0.5 --seed-threshold 0.9 --min-size 500"
+    "distance_h1|--method distance --threshold 0.5 --seed-height 1 --min-size 500"
+    "distance_h4|--method distance --threshold 0.5 --seed-height 4 --min-size 500"
+    "components|--method components --threshold 0.5 --min-size 500"
+  )
+  for variant in "${variants[@]}"; do
+    name=${variant%%|*}
+    read -ra options <<<"${variant#*|}"
+    run segment "${options[@]}" "$work/pred.ome.zarr" "$work/seg_$name.ome.zarr" >/dev/null 2>&1 &&
+      run evaluate --segmentation "$work/seg_$name.ome.zarr" --out "$work/m_$name/metrics.csv" \
+        "$work/pred.ome.zarr" "$work/hela.ome.zarr" >/dev/null 2>&1
+    echo "== $name (${options[*]}), TTA, validation frames t039 t054 t067" | tee -a "$out/metrics.csv"
+    tee -a "$out/metrics.csv" <"$work/m_$name/metrics.csv" | grep -E ",(seg|foreground_iou|dice),"
+  done
+  cp "$work/m_configured/metrics_per_slice.csv" "$out/metrics_per_frame.csv"
 else
   for batch in 1 8; do
     log "bench/train.py, batch $batch"

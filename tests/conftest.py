@@ -3,6 +3,8 @@ import pytest
 
 from unet_core.prepare import PrepareConfig, prepare
 
+from ._cells import cell_masks, write_frames
+
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory):
@@ -21,6 +23,17 @@ def tiny_store(tmp_path_factory):
             unit="nanometer",
         ),
     )
+    return path
+
+
+@pytest.fixture(scope="session")
+def cell_store(tmp_path_factory):
+    """A prepared store of instance labels: 4 frames of 64 x 96 with touching cells, train 0-2, val 2-4
+    (frame 3 recorded as partly annotated)."""
+    folder = tmp_path_factory.mktemp("cells")
+    path = folder / "data.ome.zarr"
+    split = {"train_slices": (0, 2), "val_slices": (2, 4), "test_slices": (4, 4), "partial_slices": (3,)}
+    prepare(path, PrepareConfig(**write_frames(folder, cell_masks()), **split, chunks=(1, 64, 96)))
     return path
 
 

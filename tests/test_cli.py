@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from unet_core.cli import (
+    VALIDATION_SEGMENT,
     _add_dataclass_options,
     _dataclass_from_args,
     attribute_docs,
@@ -47,6 +48,26 @@ def test_config_sections_become_the_options_that_parse_back_to_them():
     segment = {"method": "watershed", "threshold": 0.3, "seed_threshold": 0.8, "min_size": 5}
     args = build_parser().parse_args(["segment", "in", "out", *config_flags(segment)])
     assert _dataclass_from_args(SegmentOptions, args) == SegmentOptions(**segment)
+
+
+def test_train_takes_the_segment_options_that_validation_of_cells_uses():
+    segment = {"method": "distance", "threshold": 0.4, "seed_height": 3.0, "min_size": 100}
+    flags = config_flags(segment, prefix=VALIDATION_SEGMENT)
+    assert flags[:2] == ["--segment-method", "distance"]
+    args = build_parser().parse_args(["train", "data", "out", *flags])
+    assert _dataclass_from_args(SegmentOptions, args, prefix=VALIDATION_SEGMENT) == SegmentOptions(**segment)
+    defaults = build_parser().parse_args(["train", "data", "out"])
+    assert _dataclass_from_args(SegmentOptions, defaults, prefix=VALIDATION_SEGMENT) == SegmentOptions()
+
+
+@pytest.mark.parametrize(("values", "expected"), [(["3", "8"], (3, 8)), ([], ())])
+def test_a_tuple_of_any_length_takes_any_number_of_values(values, expected):
+    from unet_core.prepare import PrepareConfig
+
+    args = build_parser().parse_args(
+        ["prepare", "out", "--labels-kind", "instances", "--partial-slices", *values]
+    )
+    assert _dataclass_from_args(PrepareConfig, args).partial_slices == expected
 
 
 def test_segment_defaults_are_those_of_segment_options():
@@ -123,7 +144,7 @@ def test_generated_help_is_the_field_documentation_with_the_default(capsys):
     assert "(default: --no-tta)" in " ".join(capsys.readouterr().out.split())
     assert main(["segment", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "{components,watershed}" in out and "(default: components)" in out
+    assert "{components,watershed,distance}" in out and "(default: components)" in out
 
 
 def test_attribute_docs_reads_grouped_entries_and_stops_at_the_next_section():

@@ -46,6 +46,27 @@ def test_cell_map_keeps_touching_watershed_cells_apart_with_thin_lines():
     assert (segment.cell_map(labels[0]) == cells[0]).all()  # a single slice reads the same
 
 
+def test_distance_watershed_cuts_touching_discs_at_their_neck():
+    """Two discs of radius 12 overlapping by 4 px, as a map that does not see their border: one region,
+    which components and the watershed on P keep whole, and the distance transform's two peaks cut."""
+    yy, xx = np.mgrid[:40, :60]
+    discs = [(yy - 20) ** 2 + (xx - x) ** 2 < 144 for x in (20, 40)]
+    prob = np.where(discs[0] | discs[1], 0.95, 0.05)
+    assert segment_slice(prob).max() == 1 and segment_slice(prob, method="watershed").max() == 1
+    labels = segment_slice(prob, method="distance", seed_height=2.0)
+    assert labels.max() == 2 and labels[20, 14] != labels[20, 46]
+    assert (labels > 0).sum() == (prob > 0.5).sum()  # every pixel of the region goes to a cell
+    assert segment_slice(prob, method="distance", seed_height=6.0).max() == 1  # peaks 12, neck 7 px
+
+
+def test_distance_is_a_whole_slice_method_of_segment_file(tmp_path):
+    yy, xx = np.mgrid[:40, :60]
+    discs = ((yy - 20) ** 2 + (xx - 20) ** 2 < 144) | ((yy - 20) ** 2 + (xx - 40) ** 2 < 144)
+    io.write_image(tmp_path / "p.ome.zarr", np.stack([discs, discs]).astype(np.float32))
+    options = SegmentOptions(method="distance")
+    assert segment_file(tmp_path / "p.ome.zarr", tmp_path / "s.ome.zarr", options=options) == 4
+
+
 def test_min_size_drops_specks():
     prob = np.zeros((10, 10))
     prob[0, 0] = 1.0
@@ -263,6 +284,8 @@ def test_bad_file_options_are_refused_before_work(tmp_path, kwargs, match):
         ({"seed_threshold": 1.0, "method": "watershed"}, r"seed_threshold must be a probability in \[0, 1\)"),
         ({"threshold": float("nan")}, "threshold must be a probability"),
         ({"min_size": -3}, "min_size must be >= 0 pixels"),
+        ({"seed_height": 0.0}, "seed_height must be a finite number of pixels > 0, got 0.0"),
+        ({"seed_height": float("inf")}, "seed_height must be a finite number of pixels > 0, got inf"),
     ],
 )
 def test_bad_segment_options_are_refused(kwargs, match):

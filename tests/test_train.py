@@ -23,7 +23,7 @@ from unet_core.training import build_trainer, loader_workers, train
 TINY = dict(depth=2, width=4, tile_size=84, iterations=4, val_every=2, optimizer="sgd", lr=0.01, seed=5)
 
 
-def _memory_trainer(work_dir, validate, *, iterations=6, state_extras=None):
+def _memory_trainer(work_dir, validate, *, iterations=6, state_extras=None, select_metric="rand_error"):
     """A Trainer of a tiny U-Net (with dropout) on tiles made in memory: no store, no prediction."""
     torch.manual_seed(0)
     model = UNet(UNetConfig(depth=2, width=4))
@@ -42,7 +42,7 @@ def _memory_trainer(work_dir, validate, *, iterations=6, state_extras=None):
         work_dir=work_dir,
         iterations=iterations,
         val_every=2,
-        select_metric="rand_error",
+        select_metric=select_metric,
         state_extras={"data_sha256": "tiles in memory"} if state_extras is None else state_extras,
     )
 

@@ -13,6 +13,8 @@ import tifffile
 import yaml
 
 from unet_core import io
+from unet_core.model import UNetConfig
+from unet_core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
@@ -255,3 +257,104 @@ def test_cross_validation_scores_every_labelled_slice_once_and_ships_a_final_mod
     page = (results / "report" / "index.html").read_text()
     assert "Cross-validated over 2 folds" in page and "trained on every labelled slice" in page
     assert (results / "report" / "crossval.csv").read_text() == (results / "cv" / "metrics.csv").read_text()
+
+
+# --- the paper's second experiment: touching cells of DIC-HeLa, scored by SEG -----------------------------
+
+HELA = ROOT.parent / "shared" / "data" / "dic-hela"
+HELA_FRAMES = ("01_t002", "01_t005", "01_t021", "01_t031", "01_t033")  # t033 gets no mask: predicted only
+TINY_HELA = {
+    "dataset": "hela",
+    "volumes": "config/volumes.tsv",
+    "gpus_per_job": 0,
+    "predict_shards": 1,
+    "threads": {"prepare": 1, "train": 1, "predict": 1, "segment": 1, "evaluate": 1},
+    "prepare": {
+        "raw": "images",
+        "labels": "masks",
+        "labels_kind": "instances",
+        "train_slices": [0, 2],
+        "val_slices": [2, 4],
+        "test_slices": [4, 4],
+        "partial_slices": [3],
+        "chunks": [1, 96, 96],
+    },
+    "train": {**TINY["train"], "select_metric": "seg"},
+    "predict": {"block_shape": [1, 48, 48]},
+    "segment": {"method": "distance", "threshold": 0.5, "seed_height": 2.0, "min_size": 50},
+}
+
+
+@pytest.fixture(scope="module")
+def hela_run(tmp_path_factory):
+    """The whole DAG on 96 x 96 crops of DIC-HeLa frames (4 with masks, one more in the time-lapse)."""
+    assert HELA.is_dir(), f"DIC-HeLa frames expected at {HELA} (../shared/data/dic-hela beside the clone)"
+    tmp_path = tmp_path_factory.mktemp("hela")
+    crop = (slice(200, 296), slice(200, 296))
+    for folder, names in (("images", HELA_FRAMES), ("masks", HELA_FRAMES[:4])):
+        (tmp_path / "crops" / folder).mkdir(parents=True)
+        for name in names:
+            image = tifffile.imread(HELA / folder / f"{name}.tif")[crop]
+            tifffile.imwrite(tmp_path / "crops" / folder / f"{name}.tif", image, photometric="minisblack")
+    config = {**TINY_HELA, "prepare": {**TINY_HELA["prepare"], "data_dir": str(tmp_path / "crops")}}
+    workdir = make_workdir(tmp_path, config, f"name\tpath\nseq\t{tmp_path / 'crops' / 'images'}\n")
+    result = run_snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.slow  # a real snakemake run
+def test_hela_dag_scores_cells_by_seg_and_reports_them(hela_run):
+    from unet_core.dataset import TrainingStore
+
+    results = hela_run / "results" / "hela"
+    store = TrainingStore.open(results / "data.ome.zarr")
+    assert store.labels_kind == "instances" and store.frames == HELA_FRAMES[:4]
+    for name, frames in (("heldout", 4), ("seq", 5)):  # the time-lapse: every frame, with a mask or not
+        prob = io.open_volume(results / "pred" / f"{name}.ome.zarr")
+        seg = io.open_volume(results / "seg" / f"{name}.ome.zarr")
+        assert prob.shape == seg.shape == (frames, 96, 96) and seg.dtype == np.int32
+    check_package(results / "model" / "bioimageio.zip", results / "model" / "best.pt")
+    train_log = pd.read_csv(results / "model" / "train_log.csv")
+    assert train_log["iteration"].tolist() == [3, 6] and train_log["val_seg"].between(0, 1).all()
+    metrics = pd.read_csv(results / "eval" / "metrics.csv")
+    assert set(metrics["method"]) == {"unet", "segmentation", "variance_watershed"}
+    assert set(metrics["metric"]) == {"seg", "foreground_iou", "dice", "n_objects", "n_matched"}
+    seg = metrics[metrics["metric"] == "seg"]
+    assert len(seg) == 3 and seg["value"].between(0, 1).all() and (metrics["slices"] == "2:4").all()
+    per_frame = pd.read_csv(results / "eval" / "metrics_per_slice.csv")
+    assert set(per_frame["frame"]) == {"01_t021", "01_t031"}
+    report = results / "report"
+    figures = ["cells", "weight_map", "training", "per_frame", "volume_seq"]
+    assert {p.name for p in (report / "figures").iterdir()} == {
+        f"{f}.{x}" for f in figures for x in ("png", "pdf")
+    }
+    assert (report / "index.html").read_text().count('src="data:image/png;base64,') == len(figures)
+    table = pd.read_csv(report / "metrics.csv").set_index("method")
+    assert table.loc["segmentation", "seg"] == seg.set_index("method").loc["segmentation", "value"]
+    assert table.loc["u-net (2015), DIC-HeLa", "seg"] == 0.7756
+    assert "hidden test sequences" in (report / "metrics.tex").read_text()
+    snakemake_report = run_snakemake(hela_run, "--report", "report.html")
+    assert snakemake_report.returncode == 0, snakemake_report.stderr[-3000:]
+    for name in ("cells.png", "weight_map.png", "per_frame.png", "training.png"):
+        assert f'"name": "{name}"' in (hela_run / "report.html").read_text()
+
+
+def test_dic_hela_presets_dry_run_and_validate_as_segment_cuts():
+    """config/dic_hela_cpu.yaml merged over config/dic_hela.yaml (the paper's network): a valid DAG whose
+    training validates cells with the segment section's options (every job, whatever results/ holds)."""
+    configs = ["--configfile", "config/dic_hela.yaml", "config/dic_hela_cpu.yaml"]
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "-p", "--forceall", *configs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    train = next(line for line in result.stdout.splitlines() if "unet-core train " in line)
+    assert "--select-metric seg" in train and "--segment-method distance" in train and "--width 16" in train
+    assert "--partial-slices 8" in result.stdout and "--labels-kind instances" in result.stdout
+    gpu = yaml.safe_load((ROOT / "config" / "dic_hela.yaml").read_text())["train"]  # the paper's network
+    assert TrainConfig(**gpu).model == UNetConfig(depth=4, width=64, dropout=0.5)
+    assert (gpu["tile_size"], gpu["batch_size"], gpu["optimizer"], gpu["momentum"]) == (572, 1, "sgd", 0.99)

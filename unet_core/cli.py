@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger("unet_core")
+#: Prefix of the segment options of ``unet-core train`` (``--segment-method``), which validation uses.
+VALIDATION_SEGMENT = "segment-"
 #: The dashes under a numpydoc section heading.
 _RULE = re.compile(r"^\s*-{3,}\s*$")
 
@@ -87,8 +89,9 @@ def _option_help(description: str, flag: str, default: object) -> str:
     return f"{text} (default: {shown})"
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One option per field of ``cls``, its help from the class's ``Attributes`` (`attribute_docs`).
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One option per field of ``cls``, its help from the class's ``Attributes`` (`attribute_docs`); the
+    flags start with ``prefix`` (``segment-``: ``--segment-method``) when given.
 
     A field without a description, or a description of no field, raises TypeError: every option has help.
     """
@@ -98,7 +101,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
     if stale := sorted(set(docs) - {f.name for f in fields}):
         raise TypeError(f"{cls.__name__}'s docstring documents {stale}, which are not fields; remove them")
     for f in fields:
-        hint, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        hint, flag = hints[f.name], "--" + prefix + f.name.replace("_", "-")
         if not docs.get(f.name):
             raise TypeError(
                 f"{cls.__name__}.{f.name} has no description in the Attributes section of its docstring; "
@@ -115,21 +118,22 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
         elif typing.get_origin(hint) is typing.Literal:
             parser.add_argument(flag, type=type(args[0]), choices=args, default=default, help=help_)
         elif typing.get_origin(hint) is tuple:
+            nargs = "*" if args[-1] is Ellipsis else len(args)  # tuple[int, ...]: any number of values
             parser.add_argument(
-                flag, type=args[0], nargs=len(args), default=default, metavar=f.name.upper(), help=help_
+                flag, type=args[0], nargs=nargs, default=default, metavar=f.name.upper(), help=help_
             )
         else:
             parser.add_argument(flag, type=hint, default=default, help=help_)
 
 
-def config_flags(options: dict) -> list[str]:
-    """A config section as options of its subcommand, the inverse of `_add_dataclass_options`:
-    ``tile_size: 188`` -> ``--tile-size 188``, ``tta: false`` -> ``--no-tta``, a list -> its values. Sorted
-    by key: Snakemake reruns a job whose command changed, and the order of keys in a config file is not a
-    change."""
+def config_flags(options: dict, prefix: str = "") -> list[str]:
+    """A config section as options of its subcommand, the inverse of `_add_dataclass_options` (with the
+    same ``prefix``): ``tile_size: 188`` -> ``--tile-size 188``, ``tta: false`` -> ``--no-tta``, a list ->
+    its values. Sorted by key: Snakemake reruns a job whose command changed, and the order of keys in a
+    config file is not a change."""
     flags = []
     for key, value in sorted(options.items()):
-        name = key.replace("_", "-")
+        name = prefix + key.replace("_", "-")
         if isinstance(value, bool):
             flags.append(f"--{name}" if value else f"--no-{name}")
         elif isinstance(value, list | tuple):
@@ -139,8 +143,8 @@ def config_flags(options: dict) -> list[str]:
     return flags
 
 
-def _dataclass_from_args(cls: type, args: argparse.Namespace):
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+def _dataclass_from_args(cls: type, args: argparse.Namespace, prefix: str = ""):
+    values = {f.name: getattr(args, prefix.replace("-", "_") + f.name) for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -166,6 +170,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .segment import SegmentOptions
     from .train import TrainConfig
     from .training import train
 
@@ -175,7 +180,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"output folder {args.out_dir} would be inside the input {args.data}; choose another"
         )
     _set_threads(args.threads)
-    train(args.data, args.out_dir, _dataclass_from_args(TrainConfig, args))
+    segment = _dataclass_from_args(SegmentOptions, args, prefix=VALIDATION_SEGMENT)
+    train(args.data, args.out_dir, _dataclass_from_args(TrainConfig, args), segment=segment)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -303,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="folder for best.pt, last.pt, train_log.csv")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     _add_dataclass_options(p, TrainConfig)
+    group = p.add_argument_group(
+        "validation of cells",
+        "on a store of instance labels, validation segments the map as `unet-core segment` will (give it "
+        "the segment options) and scores the cells by SEG; stores of membrane labels ignore these",
+    )
+    _add_dataclass_options(group, SegmentOptions, prefix=VALIDATION_SEGMENT)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="overlap-tile prediction of a volume into an OME-Zarr")
@@ -329,9 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_options(p, SegmentOptions)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("evaluate", help="ISBI pixel and Rand errors of a prediction against labels")
+    p = sub.add_parser(
+        "evaluate", help="ISBI errors of a prediction against labels; SEG for a store of instance labels"
+    )
     p.add_argument("prediction", help="probability OME-Zarr (or any volume) of cell interior")
-    p.add_argument("labels", help="ground truth volume (0 = membrane), or a prepared data.ome.zarr")
+    p.add_argument(
+        "labels", help="ground truth volume (0 = membrane), or a prepared data.ome.zarr (membranes or cells)"
+    )
     p.add_argument("--out", required=True, help="metrics.csv to write; per-slice/threshold CSVs go beside")
     p.add_argument(
         "--slices",

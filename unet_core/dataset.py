@@ -11,6 +11,12 @@ Every image is NGFF 0.5, level 0 at ``"0"``::
     attrs["unet_core"]                {"format_version": 1, "source": raw's path, "labels": labels' path,
                                        "split": {"train": [z0, z1], "val": [z0, z1], "test": [z0, z1]},
                                        "weights": {"w0": w0, "sigma": sigma, "class_weights": [wm, wc]}}
+
+Stores of instance labels (cells of light microscopy) hold the labels' own ids as ``instances`` and, as
+``cells``, the cells less the separation borders between touching cells (0 = background or border); their
+record adds ``"labels_kind": "instances"``, the ``"partial_slices"`` whose labels annotate only some cells
+(when there are any) and the paired ``"frames"``' names (when paired from folders of frames). A record
+without ``labels_kind`` is a store of binary membrane labels, as every store written before it existed.
 """
 
 from __future__ import annotations
@@ -84,6 +90,9 @@ class TrainingStore:
         w0: float,
         sigma: float,
         class_weights: Sequence[float],
+        labels_kind: str = "binary",
+        partial_slices: Sequence[int] = (),
+        frames: Sequence[str] = (),
         **image_options: Any,
     ) -> dict[str, zarr.Array]:
         """Lay out a new store in the empty group ``root``: the four images and the record.
@@ -102,6 +111,12 @@ class TrainingStore:
             The train/val/test slice ranges.
         w0, sigma, class_weights : float, float, sequence of float
             The weight map's parameters (`unet_core.data.weights`), class weights of (membrane, cell).
+        labels_kind : {"binary", "instances"}, optional
+            What the labels were: membranes or cell ids (recorded for instances only).
+        partial_slices : sequence of int, optional
+            Slices whose labels annotate only some cells.
+        frames : sequence of str, optional
+            The names of the slices when they were paired frame by frame from files.
         **image_options
             `io.create_image`'s storage options, the same for every array (``shape``, ``chunks``, ...).
 
@@ -128,6 +143,10 @@ class TrainingStore:
             "labels": labels,
             "split": split.to_dict(),
             "weights": {"w0": w0, "sigma": sigma, "class_weights": list(class_weights)},
+            # only where there is something to say: a membrane store's record stays as it always was
+            **({"labels_kind": labels_kind} if labels_kind != "binary" else {}),
+            **({"partial_slices": list(partial_slices)} if partial_slices else {}),
+            **({"frames": list(frames)} if frames else {}),
         }
         return arrays
 
@@ -184,6 +203,22 @@ class TrainingStore:
     def weight_parameters(self) -> dict[str, Any]:
         """``w0``, ``sigma`` and ``class_weights`` (membrane, cell) of the stored weight map."""
         return self.record["weights"]
+
+    @property
+    def labels_kind(self) -> str:
+        """``binary`` (membranes against cells, scored by the ISBI errors) or ``instances`` (cell ids,
+        scored by SEG)."""
+        return self.record.get("labels_kind", "binary")
+
+    @property
+    def partial_slices(self) -> tuple[int, ...]:
+        """Slices whose instance labels annotate only some cells (none: every slice is complete)."""
+        return tuple(self.record.get("partial_slices", ()))
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        """The slices' names when they were paired from files, frame by frame; else empty."""
+        return tuple(self.record.get("frames", ()))
 
     @property
     def record(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ scored beside the U-Net: the best global intensity threshold of the raw data (me
 A model worth its training clearly beats it on Rand and warping error. Given the output of
 `unet_core.segment` too, the cells it delivers are scored as a third method, ``segmentation`` (its
 instance labels read as a binary map with 1-px borders between touching cells, `segment.cell_map`).
+A store of instance labels (cells of light microscopy) is scored by SEG instead (`evaluate_cells`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from . import io, metrics
 from .dataset import Split, TrainingStore, held_out, intensity_range
+from .evaluate_cells import evaluate_cells
 from .folds import fold_slices, parse_fold
 from .inference import decode
 from .paths import refuse_overwriting_input
@@ -135,6 +137,10 @@ def evaluate_files(
         refuse_overwriting_input(path, *(p for p in (prediction, labels, segmentation) if p is not None))
     for path in (out, *outputs):  # metrics.csv marks a complete set: none of an old set may outlive a failure
         path.unlink(missing_ok=True)
+    store = TrainingStore.find(labels)
+    if store is not None and store.labels_kind == "instances":  # cells: the Cell Tracking Challenge's SEG
+        chosen = _held_out(store) if slices == "held-out" else _parse_slices(slices, store.raw.shape[0])
+        return evaluate_cells(prediction, store, chosen, out_csv=out, segmentation=segmentation)
     gt, chosen, raw, labelled_shape = _load_labels(os.fspath(labels), slices)
     prob_volume = io.open_volume(prediction)
     io.check_real(prob_volume, "probabilities")

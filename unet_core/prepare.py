@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import io
 from .data.synthetic import generate_volume
+from .data.touching import separated_cells, split_cells
 from .data.weights import border_band, class_weights_from_counts, weight_map
 from .dataset import Split, TrainingStore
 from .parallel import usable_cpus
@@ -74,13 +75,18 @@ class PrepareConfig:
         key moves a dataset.
     labels_kind : {"binary", "instances"}
         ``binary``: two values, membranes = ``membrane_value``, cells = the other value.
-        ``instances``: integer cell ids, 0 = boundary or background.
+        ``instances``: integer cell ids, 0 = boundary or background; cells that touch are parted by
+        separation borders in the training target (`data.touching`), and evaluation scores cells with the
+        Cell Tracking Challenge's SEG. Two folders of 2D files are paired frame by frame (`io.frames`).
     membrane_value : int
         Membrane value of binary labels: 0 for ISBI (255 = cell), 255 (or 1) for the other polarity.
     synthetic_shape, seed : tuple of int, int
         Shape and seed of the built-in synthetic volume.
     train_slices, val_slices, test_slices : (start, stop), optional
         Half-open slice ranges; default: first 80 % train, the rest validation, no test.
+    partial_slices : tuple of int
+        Slices whose instance labels annotate only some of the cells: never trained on (their unannotated
+        cells would be taught as background), scored by SEG only, which scores annotated cells.
     voxel_size : (z, y, x) float, optional
         Voxel size written to the NGFF metadata; default: the input's (OME-Zarr), else 1.
     unit : str
@@ -111,6 +117,7 @@ class PrepareConfig:
     train_slices: tuple[int, int] | None = None
     val_slices: tuple[int, int] | None = None
     test_slices: tuple[int, int] | None = None
+    partial_slices: tuple[int, ...] = ()
     voxel_size: tuple[float, float, float] | None = None
     unit: str = ""
     w0: float = 10.0
@@ -124,6 +131,11 @@ class PrepareConfig:
             raise ValueError(f"labels_kind must be one of {LABEL_KINDS}, got {self.labels_kind!r}")
         if bool(self.raw) != bool(self.labels):
             raise ValueError("give both raw and labels (or neither, for the synthetic volume)")
+        if self.partial_slices and self.labels_kind != "instances":
+            raise ValueError(
+                f"partial_slices {list(self.partial_slices)} mark partly annotated cells: they need "
+                "labels_kind: instances"
+            )
         for name in ("chunks", "synthetic_shape"):
             value = tuple(getattr(self, name))
             if len(value) != 3 or not all(isinstance(v, int) and v >= 1 for v in value):
@@ -163,6 +175,12 @@ def make_split(cfg: PrepareConfig, n_slices: int, source: str) -> Split:
             )
     if ranges["train"][0] == ranges["train"][1]:
         raise ValueError(f"{source}: {named('train')} is empty; give training at least one slice")
+    for z in cfg.partial_slices:  # a partial reference teaches its unannotated cells as background
+        if not 0 <= z < n_slices or train[0] <= z < train[1]:
+            raise ValueError(
+                f"{source}: partial slice {z} must be a slice of the stack outside {named('train')}; "
+                "score partly annotated slices, do not train on them: move them to val or test"
+            )
     occupied = sorted((a, b, n) for n, (a, b) in ranges.items() if b > a)
     for (_, b1, n1), (a2, _, n2) in zip(occupied, occupied[1:], strict=False):
         if a2 < b1:
@@ -181,6 +199,12 @@ class _Source:
     labels: io.Volume
     raw_name: str
     labels_name: str
+    frames: tuple[str, ...] = ()  # paired frames: their names, and their label files for messages
+    label_files: tuple[str, ...] = ()
+
+    def label_slice(self, z: int) -> str:
+        """Where labels' slice ``z`` comes from, for messages."""
+        return self.label_files[z] if self.label_files else f"{self.labels_name} slice {z}"
 
 
 def _open_sources(cfg: PrepareConfig) -> _Source:
@@ -188,7 +212,12 @@ def _open_sources(cfg: PrepareConfig) -> _Source:
         raw, labels = generate_volume(tuple(cfg.synthetic_shape), seed=cfg.seed)
         return _Source(io.Volume(raw, "synthetic"), io.Volume(labels, "synthetic"), "synthetic", "synthetic")
     raw_name, labels_name = cfg.path("raw"), cfg.path("labels")
-    raw, labels = io.open_volume(raw_name), io.open_volume(labels_name)
+    if cfg.labels_kind == "instances" and io.is_frame_folder(raw_name) and io.is_frame_folder(labels_name):
+        pairs = io.open_frame_pairs(raw_name, labels_name)
+        frames, files = pairs.names, tuple(map(str, pairs.mask_files))
+        raw, labels = pairs.images, pairs.masks
+    else:
+        raw, labels, frames, files = io.open_volume(raw_name), io.open_volume(labels_name), (), ()
     if raw.shape != labels.shape:
         raise io.VolumeError(
             f"{labels_name}: labels shape {labels.shape} differs from raw {raw_name} shape {raw.shape}; "
@@ -201,7 +230,7 @@ def _open_sources(cfg: PrepareConfig) -> _Source:
     _check_dtype(labels.dtype, labels_name, kinds=kinds, what=f"{cfg.labels_kind} labels")
     for volume in (raw, labels):
         _warn_unstored_chunks(volume)
-    return _Source(raw, labels, raw_name, labels_name)
+    return _Source(raw, labels, raw_name, labels_name, frames, files)
 
 
 def _warn_unstored_chunks(volume: io.Volume) -> None:
@@ -310,7 +339,10 @@ def _check_labels(labels: np.ndarray, z0: int, name: str, cfg: PrepareConfig, co
             f"{name}: instance labels must be cell ids from 0 (boundary) to {INT32_MAX}, found "
             f"{labels.min()} to {labels.max()}; relabel the cells"
         )
-    cell = labels != cfg.membrane_value if cfg.labels_kind == "binary" else labels > 0
+    if cfg.labels_kind == "binary":
+        cell = labels != cfg.membrane_value
+    else:
+        cell = np.stack([separated_cells(plane) for plane in labels])  # the training target's cells
     per_slice = np.count_nonzero(cell.reshape(len(cell), -1), axis=1)
     if cfg.labels_kind == "binary":
         _check_cell_value(labels, int(per_slice.sum()), name, cfg, counts)
@@ -340,12 +372,40 @@ def _check_cell_value(
     counts.cell_value = next(iter(values), counts.cell_value)
 
 
+def _check_cells(instances: np.ndarray, name: str) -> None:
+    """Instance labels of one slice: one id in several parts is a binary mask when it is the only id
+    (refused), else kept as one cell, as the reference has it, with a warning."""
+    split = split_cells(instances)
+    if not split:
+        return
+    (first, sizes), *_ = split.items()
+    if len(split) == 1 and np.unique(instances[instances > 0]).size == 1:
+        raise io.VolumeError(
+            f"{name}: one label value ({first}) in {len(sizes)} separate regions: a binary mask given as "
+            "instances? label each cell with its own id (its connected component), or set labels_kind: "
+            "binary for membrane labels"
+        )
+    log.warning(
+        "%s: %s: each kept as one cell, as the reference has it (SEG scores it so); give the parts their "
+        "own ids if they are different cells",
+        name,
+        "; ".join(
+            f"cell {cell} is in {len(parts)} parts ({', '.join(map(str, parts))} px)"
+            for cell, parts in split.items()
+        ),
+    )
+
+
 def _check_content(source: _Source, cfg: PrepareConfig, step: int) -> _Counts:
     """The checking pass: every slab of raw and labels, before anything is written."""
     counts = _Counts()
     for z0, z1 in _slabs(source.raw.shape[0], step, "check"):
         _check_raw(io.read_slices(source.raw, z0, z1), z0, source.raw_name)
-        _check_labels(io.read_slices(source.labels, z0, z1), z0, source.labels_name, cfg, counts)
+        labels = io.read_slices(source.labels, z0, z1)
+        _check_labels(labels, z0, source.labels_name, cfg, counts)
+        if cfg.labels_kind == "instances":
+            for z, plane in enumerate(labels, start=z0):
+                _check_cells(plane, source.label_slice(z))
     if counts.membrane == 0:
         raise io.VolumeError(
             f"{source.labels_name}: no membrane pixels (value {cfg.membrane_value}) anywhere; "
@@ -368,6 +428,8 @@ def _convert(
     """Cells (0/255), int32 instances and weights of a slab, one slice per task on ``pool``; returns them
     and the last instance id so far.
 
+    Instance labels keep their ids; their cells lose the separation borders between touching cells
+    (`data.touching`), and so do the ids the weight map is computed from.
     Binary labels get the 4-connected cells of each slice (as `weights.instances_from_binary`), numbered
     on from ``last_id`` so that ids stay unique over the volume. A slice is labelled 1, 2, ... on its own
     (so slices run in parallel) and gets its weights from those ids (the weight map depends on which
@@ -379,14 +441,16 @@ def _convert(
     weights = np.empty(labels.shape, np.float32)
 
     def convert_slice(z: int) -> int:
-        cell = labels[z] != cfg.membrane_value if binary else labels[z] > 0
+        cell = labels[z] != cfg.membrane_value if binary else separated_cells(labels[z])
         np.multiply(cell, np.uint8(255), out=cells[z])
         count = 0
         if binary:
             count = ndimage.label(cell, structure=FOUR_CONNECTED, output=instances[z])
+            separated = instances[z]
         else:
-            instances[z] = labels[z]  # ids checked to fit int32
-        weights[z] = weight_map(instances[z], w0=cfg.w0, sigma=cfg.sigma, class_weight=balance)
+            instances[z] = labels[z]  # ids checked to fit int32; kept whole for scoring
+            separated = np.where(cell, instances[z], 0)  # the weight map sees the gap between touching cells
+        weights[z] = weight_map(separated, w0=cfg.w0, sigma=cfg.sigma, class_weight=balance)
         return count
 
     counts = np.fromiter(pool.map(convert_slice, range(len(labels))), np.int64, len(labels))
@@ -439,6 +503,9 @@ def _create_store(
         unit=cfg.unit or source.raw.unit,
         compression_level=cfg.compression_level,
         shard_slices=shard_slices(shape, cfg.chunks),
+        labels_kind=cfg.labels_kind,
+        partial_slices=cfg.partial_slices,
+        frames=source.frames,
         flat_keys=True,  # c.z.0.0, no folders c/z/0 per shard: folders cost up to a fifth of write CPU
     )
     # Store every chunk, unlike zarr by default: no chunk-wide compare with the fill value.

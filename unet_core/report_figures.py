@@ -1,4 +1,5 @@
-"""The figures every report has, by file stem, with their captions.
+"""The figures every report has, by file stem, with their captions: `FIGURES` for membrane labels (EM),
+`CELL_FIGURES` for instance labels (cells); `report_figures` picks by the kind of labels.
 
 A module without matplotlib or zarr: the workflow's report rule lists the files ``unet-core report``
 writes from it, and importing the report package would slow every parse of the Snakefile.
@@ -28,6 +29,41 @@ FIGURES = {
         "they are not the mean of the bars)."
     ),
 }
+
+
+#: Figures of a report on instance labels (cells of light microscopy) and their captions.
+CELL_FIGURES = {
+    "cells": (
+        "Held-out frames with the lowest, median and highest SEG of the delivered cells, as the U-Net "
+        "paper's Fig. 4: raw data, the reference cells' outlines, the outlines of the cells that the "
+        "segment step made of the U-Net's map, and each reference cell coloured by its SEG score (the "
+        "Jaccard index with the predicted cell covering more than half of it, 0 if none)."
+    ),
+    "weight_map": (
+        "The training target and weight map of the training frame with the most touching cells, as the "
+        "U-Net paper's Fig. 3: the pixels of a cell that touch another cell are background in the target "
+        "(vermillion: the separation borders), and the weight map w(x) = w_c(x) + w0 exp(-(d1 + d2)^2 / "
+        "2 sigma^2) makes the network learn them."
+    ),
+    "training": (
+        "Training: weighted cross-entropy loss, the validation frames' SEG, foreground IoU and Dice of "
+        "the cells the segment step makes of the map, and the learning rate against iteration; the dashed "
+        "line marks the checkpoint kept as best.pt."
+    ),
+    "per_frame": (
+        "SEG per held-out frame of each method; dashed lines give SEG pooled over all reference cells of "
+        "all frames (the table's numbers, not the mean of the bars)."
+    ),
+}
+
+
+def report_figures(labels_kind: str) -> dict[str, str]:
+    """The figures (stem: caption) of a report on labels of ``labels_kind``, ``binary`` or ``instances``.
+
+    >>> list(report_figures("instances"))
+    ['cells', 'weight_map', 'training', 'per_frame']
+    """
+    return CELL_FIGURES if labels_kind == "instances" else FIGURES
 
 
 def volume_figure_name(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Probabilities to instance labels: threshold + 4-connected components, or a seeded watershed.
+"""Probabilities to instance labels: threshold + 4-connected components, or a seeded watershed on the
+probability or on the distance transform of the thresholded map.
 
 Cells are labelled slice by slice (ssTEM sections are much thicker than a pixel, and the ISBI metrics
 score 2D components), with ids unique over the volume.
@@ -18,7 +19,14 @@ labels each block again and maps it through the lookup table. One slice cut into
     4 0 0 | 0 5
 
 ``watershed`` is not local (a basin can flood across a whole slice) and works on whole slices: it needs
-one slab of slices (the input's z-chunk) in memory.
+one slab of slices (the input's z-chunk) in memory. So does ``distance``, for touching cells whose border
+the map blurs (cells of light microscopy): the distance of each pixel of P(cell) > threshold to the
+background peaks once per cell, and a watershed of it from its h-maxima cuts cells apart at their necks::
+
+    P > threshold      distance        h-maxima (seeds)   cells
+    . # # . # # .      . 1 1 . 1 1 .   . . . . . . .      . 1 1 . 2 2 .
+    # # # # # # #      1 2 2 1 2 2 1   . a a . b b .      1 1 1 1 2 2 2
+    . # # . # # .      . 1 1 . 1 1 .   . . . . . . .      . 1 1 . 2 2 .
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from scipy import ndimage
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components as graph_components
 from skimage.measure import label as connected_components
-from skimage.morphology import remove_small_objects
+from skimage.morphology import local_maxima, reconstruction, remove_small_objects
 from skimage.segmentation import relabel_sequential, watershed
 from tqdm import tqdm
 
@@ -48,7 +56,7 @@ from .tiling import Block, Roi, plan_blocks
 
 log = logging.getLogger(__name__)
 
-Method = Literal["components", "watershed"]
+Method = Literal["components", "watershed", "distance"]
 METHODS: tuple[str, ...] = get_args(Method)
 #: The most cells an int32 label volume holds.
 MAX_CELLS = int(np.iinfo(np.int32).max)
@@ -62,15 +70,20 @@ class SegmentOptions:
 
     Attributes
     ----------
-    method : {"components", "watershed"}
+    method : {"components", "watershed", "distance"}
         ``components``: the 4-connected regions of P(cell) > ``threshold``, block by block, for slices
         too large for memory. ``watershed``: one basin per region of P(cell) > ``seed_threshold``, grown
         over 1 - P(cell) through every pixel above ``threshold``; keeps cells apart that touch through a
-        faint membrane gap, and holds one z-chunk of whole slices in memory.
+        faint membrane gap, and holds one z-chunk of whole slices in memory. ``distance``: a watershed of
+        the distance transform of P(cell) > ``threshold``, seeded at its maxima that rise ``seed_height``
+        above their surroundings; cuts touching cells apart at their necks (whole slices too).
     threshold : float
         P(cell) above which a pixel belongs to a cell, in [0, 1).
     seed_threshold : float
         P(cell) above which a pixel seeds a watershed basin, in [0, 1) (``watershed`` only).
+    seed_height : float
+        Pixels by which a maximum of the distance transform must rise above the saddle to a higher one to
+        seed a cell of its own, > 0 (``distance`` only: larger merges more).
     min_size : int
         Cells of fewer pixels become boundary (0: keep every cell).
     """
@@ -78,6 +91,7 @@ class SegmentOptions:
     method: Method = "components"
     threshold: float = 0.5
     seed_threshold: float = 0.9
+    seed_height: float = 2.0
     min_size: int = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +103,8 @@ class SegmentOptions:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value}")
         if self.min_size < 0:
             raise ValueError(f"min_size must be >= 0 pixels (0: keep every cell), got {self.min_size}")
+        if not 0 < self.seed_height < math.inf:
+            raise ValueError(f"seed_height must be a finite number of pixels > 0, got {self.seed_height}")
 
 
 def segment_slice(
@@ -97,13 +113,16 @@ def segment_slice(
     threshold: float = SegmentOptions.threshold,
     method: str = SegmentOptions.method,
     seed_threshold: float = SegmentOptions.seed_threshold,
+    seed_height: float = SegmentOptions.seed_height,
     min_size: int = SegmentOptions.min_size,
 ) -> np.ndarray:
     """Instance labels (int32, 0 = boundary) of one 2D probability-of-cell map in [0, 1].
 
     ``components`` labels the 4-connected regions of ``prob > threshold``. ``watershed`` seeds one basin
     per 4-connected region of ``prob > seed_threshold`` and floods ``1 - prob`` within ``prob > threshold``,
-    which keeps cells apart that touch through a faint membrane gap.
+    which keeps cells apart that touch through a faint membrane gap. ``distance`` floods the negated
+    distance transform of ``prob > threshold`` from its maxima of height ``seed_height`` (h-maxima), which
+    cuts touching cells apart at their necks.
     """
     if prob.ndim != 2:
         raise ValueError(f"prob must be a 2D slice, got shape {prob.shape}")
@@ -112,9 +131,16 @@ def segment_slice(
     mask = prob > threshold
     if method == "components":
         labels = connected_components(mask, connectivity=1)
-    else:
+    elif method == "watershed":
         markers = connected_components(prob > seed_threshold, connectivity=1)
         labels = watershed(1.0 - prob, markers, mask=mask, connectivity=1)
+    else:
+        distance = ndimage.distance_transform_edt(mask)
+        # The h-maxima transform: each dome lowered by seed_height, so that peaks joined by a saddle less
+        # than that below them (equal ones too) become one plateau, one seed.
+        domes = reconstruction(distance - seed_height, distance)
+        markers = connected_components(local_maxima(domes, connectivity=2) & mask, connectivity=2)
+        labels = watershed(-distance, markers, mask=mask, connectivity=1)
     if min_size > 1:
         labels = remove_small_objects(labels, max_size=min_size - 1)
     return labels.astype(np.int32)
@@ -429,8 +455,8 @@ def _write_labels(labeller: _Labeller, target: zarr.Array, block: Block, table: 
 def _segment_watershed(
     volume: io.Volume, target: zarr.Array, slab_depth: int, options: SegmentOptions
 ) -> int:
-    """Whole slices, ``slab_depth`` slices at a time; each slice's cells get the next ids. Returns the
-    number of cells."""
+    """``watershed`` or ``distance``: whole slices, ``slab_depth`` slices at a time; each slice's cells get
+    the next ids. Returns the number of cells."""
     next_id = 0
     for z0 in tqdm(range(0, volume.shape[0], slab_depth), desc="segment", unit="slab", mininterval=2):
         slab = decode(io.read_slices(volume, z0, z0 + slab_depth))
@@ -438,13 +464,7 @@ def _segment_watershed(
             _raise_nonfinite(volume.path, z0 + bad)
         out = np.zeros(slab.shape, dtype=np.int32)
         for i, prob in enumerate(slab):
-            labels = segment_slice(
-                prob,
-                threshold=options.threshold,
-                method="watershed",
-                seed_threshold=options.seed_threshold,
-                min_size=options.min_size,
-            )
+            labels = segment_slice(prob, **dataclasses.asdict(options))
             labels = relabel_sequential(labels)[0]  # ids 1..n once small cells are gone
             out[i] = np.where(labels > 0, labels + next_id, 0)
             next_id += int(labels.max())

@@ -44,8 +44,11 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 #: ``segmented_rand_error``: the Rand error of the cells the default watershed makes of the validation
 #: prediction (`segment.segment_slice`: seeds at P(cell) > 0.9, grown through P(cell) > 0.5), what
-#: ``unet-core segment`` delivers; ``rand_error`` scores the probability map at its best threshold.
-SELECT_METRICS = ("rand_error", "segmented_rand_error", "pixel_error", "loss")
+#: ``unet-core segment`` delivers; ``rand_error`` scores the probability map at its best threshold;
+#: ``seg``: the Cell Tracking Challenge's SEG of the segmented cells (stores of instance labels).
+SELECT_METRICS = ("rand_error", "segmented_rand_error", "pixel_error", "loss", "seg")
+#: Metrics where higher is better; best.pt minimises the others.
+MAXIMISED = ("seg",)
 #: Options that do not change what a run computes: a resume may change them (the device as configured;
 #: the device it resolves to is compared instead).
 RESUMABLE_CHANGES = ("num_workers", "device")
@@ -82,10 +85,11 @@ class TrainConfig:
     val_every : int
         Steps between validations; each logs a row of train_log.csv and writes a checkpoint (the last step
         is validated too).
-    select_metric : {"rand_error", "segmented_rand_error", "pixel_error", "loss"}
+    select_metric : {"rand_error", "segmented_rand_error", "pixel_error", "loss", "seg"}
         What picks best.pt: the validation Rand error of the probability map at its best threshold, that
         of the cells the default watershed makes of it (what ``unet-core segment`` delivers), the pixel
-        error, or the training loss.
+        error, or the training loss; on instance labels (cells), ``seg``: the highest Cell Tracking
+        Challenge SEG of the validation frames' cells as ``unet-core segment`` makes them, or the loss.
     seed : int
         Seed of the initial weights, the tiles and their augmentation, >= 0.
     num_workers : int
@@ -336,7 +340,8 @@ class Trainer:
         Steps in all, and steps between checkpoints (the last step makes one too).
     select_metric : str, optional
         What ``best.pt`` is chosen by: ``"loss"``, or a validation metric's name without ``val_`` (the
-        loss while ``validate`` does not return it).
+        loss while ``validate`` does not return it); the highest value for `MAXIMISED` metrics, else the
+        lowest.
     grad_clip : float, optional
         Largest gradient norm; 0: no clipping.
     autocast : context manager, optional
@@ -506,13 +511,15 @@ class Trainer:
         row = {"iteration": self.iteration, "loss": loss, "lr": self.scheduler.get_last_lr()[0]}
         row |= self._validation()
         row["tiles_per_s"] = tiles_per_s
-        metric = loss if self.select_metric == "loss" else row.get(f"val_{self.select_metric}", loss)
+        validated = f"val_{self.select_metric}" in row  # else the loss (no validation data, or "loss")
+        metric = row[f"val_{self.select_metric}"] if validated else loss
+        better = metric > self.best if validated and self.select_metric in MAXIMISED else metric < self.best
         # The first checkpoint counts even with a NaN metric; a finite one replaces a NaN best.
         # Without validation data the length of training decides: the last checkpoint is the best one.
         improved = (
             self.validate is None
             or self.best_iteration == 0
-            or metric < self.best
+            or better
             or (math.isnan(self.best) and not math.isnan(metric))
         )
         if improved:

@@ -4,13 +4,15 @@ its figures.
 `build_trainer` makes what the `Trainer` takes from the store and a `TrainConfig`: the training tiles and
 their loader (`TileBatches`), the network, optimiser, schedule, autocast and weight average, and a
 ``validate`` that predicts the validation slices (`unet_core.inference`) and scores the probability map
-and the cells the default watershed makes of it (`validation_metrics`). `train` runs it: the augmentation
-panel when the work folder is ready, the fit, and the training curves (`unet_core.report`) published with
-the checkpoints.
+and the cells the default watershed makes of it (`validation_metrics`); on a store of instance labels,
+the SEG of the cells ``unet-core segment`` makes of it (`evaluate_cells.cell_validation_metrics`). `train`
+runs it: the augmentation panel when the work folder is ready, the fit, and the training curves
+(`unet_core.report`) published with the checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -25,12 +27,13 @@ import torch
 from . import metrics
 from .data.augment import save_augmentation_panel
 from .dataset import TileDataset, TrainingStore, intensity_range
+from .evaluate_cells import cell_validation_metrics
 from .folds import fold_slices, read_at
 from .inference import TilePredictor, predict_array, resolve_device
 from .model import UNet, memory_format
 from .parallel import usable_cpus
 from .report import save_figure, training_figure
-from .segment import cell_map, segment_slice
+from .segment import SegmentOptions, cell_map, segment_slice
 from .train import (
     Batch,
     Diverged,
@@ -46,7 +49,13 @@ from .train import (
 FETCH_TILES = 8
 
 
-def train(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainConfig) -> Path:
+def train(
+    data_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    *,
+    segment: SegmentOptions | None = None,
+) -> Path:
     """Train on a prepared store; returns the path of ``best.pt``.
 
     Parameters
@@ -59,6 +68,9 @@ def train(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainCo
         until then.
     cfg : TrainConfig
         Every training option.
+    segment : SegmentOptions, optional
+        How validation cuts the map into cells on a store of instance labels, as ``unet-core segment``
+        will (default: `SegmentOptions`); unused on stores of membrane labels.
 
     Returns
     -------
@@ -71,7 +83,7 @@ def train(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainCo
         A path that is not a prepared store or an empty training split (naming the path), or a run that
         diverged (naming the iteration and the fix).
     """
-    trainer = build_trainer(data_path, out_dir, cfg)
+    trainer = build_trainer(data_path, out_dir, cfg, segment=segment)
     dataset = trainer.batches.dataset
     trainer.fit(on_start=lambda work_dir: _save_augmentation_examples(dataset, work_dir / "augmentation.png"))
     figure = training_figure(pd.DataFrame(trainer.log_rows), select_metric=cfg.select_metric)
@@ -80,7 +92,13 @@ def train(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainCo
     return Path(out_dir) / "best.pt"
 
 
-def build_trainer(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainConfig) -> Trainer:
+def build_trainer(
+    data_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    *,
+    segment: SegmentOptions | None = None,
+) -> Trainer:
     """The `Trainer` of ``cfg`` on the prepared store ``data_path``, working in ``out_dir/.work``.
 
     Parameters
@@ -92,14 +110,22 @@ def build_trainer(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         The folder whose ``.work`` is the Trainer's work folder.
     cfg : TrainConfig
         Every training option.
+    segment : SegmentOptions, optional
+        As in `train`.
 
     Returns
     -------
     Trainer
         Its ``batches`` is a `TileBatches`, whose ``dataset`` holds the training tiles.
+
+    Raises
+    ------
+    ValueError
+        An empty training split, or a ``select_metric`` that does not score the store's kind of labels.
     """
     device = resolve_device(cfg.device)
     store = TrainingStore.open(data_path)
+    _check_select_metric(cfg.select_metric, store.labels_kind, data_path)
     split = store.split
     train_zs, val_zs = fold_slices(split.train, split.val, cfg.fold)
     if len(train_zs) == 0:
@@ -119,13 +145,21 @@ def build_trainer(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg:
         length=cfg.iterations * cfg.batch_size,
     )
     val_raw, val_labels = read_at(store.raw, val_zs), read_at(store.cells, val_zs)
+    scores, extras = validation_metrics, {}
+    if store.labels_kind == "instances":  # cells: SEG of what `unet-core segment` will deliver
+        segment = segment or SegmentOptions()
+        partial = set(store.partial_slices)
+        complete = np.array([z not in partial for z in val_zs], bool)
+        val_labels = read_at(store.instances, val_zs)
+        scores = functools.partial(cell_validation_metrics, complete=complete, segment=segment)
+        extras = {"segment_options": dataclasses.asdict(segment)}  # they choose best.pt
     torch.manual_seed(cfg.seed)  # the network's initialisation, then the dropout stream
     layout = memory_format(device, cfg.channels_last)
     model = UNet(cfg.model).to(device, memory_format=layout)
     optimizer = build_optimizer(cfg, model.parameters())
     use_bf16 = cfg.bf16 and device.type == "cuda"
     validate = functools.partial(
-        validation_metrics,
+        scores,
         raw=val_raw,
         labels=val_labels,
         normalization=normalization,
@@ -160,8 +194,24 @@ def build_trainer(data_path: str | os.PathLike, out_dir: str | os.PathLike, cfg:
             "device_type": device.type,
             "data_sha256": _sha256(train_raw, train_labels, train_weights),
             "normalization": list(normalization),
+            **extras,
         },
     )
+
+
+#: What can choose best.pt on each kind of labels: the ISBI errors score membranes, SEG scores cells.
+SELECTABLE = {
+    "binary": ("rand_error", "segmented_rand_error", "pixel_error", "loss"),
+    "instances": ("seg", "loss"),
+}
+
+
+def _check_select_metric(metric: str, labels_kind: str, path: str | os.PathLike) -> None:
+    if metric not in SELECTABLE[labels_kind]:
+        raise ValueError(
+            f"{path}: train.select_metric {metric!r} does not score {labels_kind} labels; choose one of "
+            f"{SELECTABLE[labels_kind]} (membranes: the ISBI errors; cells: seg)"
+        )
 
 
 def loader_workers(num_workers: int, device: torch.device) -> int:

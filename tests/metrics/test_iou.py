@@ -56,3 +56,20 @@ def test_perfect_prediction_scores_one():
         "foreground_iou": 1.0,
         "dice": 1.0,
     }
+
+
+def test_worked_case_of_the_challenge_definition_pooled_over_frames():
+    """Frame 0: A (10 px) covered 6/10 by a cell of 8 px, J = 6 / (10 + 8 - 6) = 0.5; B (4 px) covered
+    exactly half, 0; C (6 px) split 3 + 3, neither more than half, 0; D (4 px) unmatched, 0. Frame 1: one
+    cell found exactly, 1. SEG pools the five reference cells: (0.5 + 0 + 0 + 0 + 1) / 5 = 0.3, not the
+    mean of the frames' means, (0.125 + 1) / 2."""
+    gt = np.zeros((2, 1, 26), np.uint16)
+    pred = np.zeros((2, 1, 26), np.int32)
+    gt[0, 0, :24] = [1] * 10 + [2] * 4 + [3] * 6 + [4] * 4
+    pred[0, 0] = [7] * 6 + [0] * 4 + [8] * 2 + [0] * 2 + [9] * 3 + [10] * 3 + [0] * 4 + [7] * 2
+    gt[1, 0, :4], pred[1, 0, :4] = 5, 1
+    result = iou_seg(pred, gt)
+    assert result["seg"] == pytest.approx(0.3)
+    assert (result["n_objects"], result["n_matched"]) == (5, 2)
+    frames = [iou_seg(pred[z], gt[z])["seg"] for z in range(2)]
+    assert frames == pytest.approx([0.5 / 4, 1.0])

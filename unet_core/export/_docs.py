@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ..evaluate_cells import CELL_METRICS
+from ..report._cells import CELL_LABELS, CELL_METRIC_NAMES
 from ..report._tables import ISBI_METRICS, METRIC_NAMES, OUR_LABELS
 
 PAPER = (
@@ -17,20 +19,51 @@ PAPER = (
 PAPER_DOI = "10.1007/978-3-319-24574-4_28"
 
 
+#: What the network tells apart, and what its validation scores, by the kind of labels it learnt.
+SUBJECT = {
+    "binary": (
+        "for electron microscopy of neural tissue: it maps a 2D\nEM image (one slice of a stack) to the "
+        "probability that each pixel is cell interior rather than\nmembrane. Threshold it, or grow cells "
+        "from it with a seeded watershed, to get a segmentation."
+    ),
+    "instances": (
+        "for touching cells in light microscopy (the paper's second\nexperiment): it maps a 2D image (one "
+        "frame) to the probability that each pixel is cell interior\nrather than background or a border "
+        "between touching cells. Cut it into cells with a watershed to\nget one label per cell."
+    ),
+}
+VALIDATION = {
+    "binary": (
+        "ISBI 2012 errors on the held-out slices {slices} of the same data (lower is better;\neach at its "
+        'best threshold t on P(cell), from `eval/metrics.csv`). "U-Net + segment" scores the cells\nof '
+        "unet-core's seeded watershed, which is not part of this package."
+    ),
+    "instances": (
+        "The Cell Tracking Challenge's SEG, foreground IoU and Dice on the held-out frames {slices} of the "
+        'same\ndata (higher is better; from `eval/metrics.csv`). "U-Net + segment" scores the cells of '
+        "unet-core's\nsegment step, which is not part of this package."
+    ),
+}
+
+
 def metrics_markdown(metrics: pd.DataFrame) -> str:
-    """The ISBI errors of ``eval/metrics.csv`` as a Markdown table: one row per method, value (threshold)."""
-    header = "| method | " + " | ".join(METRIC_NAMES[m] for m in ISBI_METRICS) + " |"
-    lines = [header, "|---" * (len(ISBI_METRICS) + 1) + "|"]
+    """The ISBI errors (or, for cells, SEG, foreground IoU and Dice) of ``eval/metrics.csv`` as a Markdown
+    table: one row per method, value (threshold)."""
+    cells_scored = "seg" in set(metrics["metric"])
+    columns = CELL_METRICS if cells_scored else ISBI_METRICS
+    names, labels = (CELL_METRIC_NAMES, CELL_LABELS) if cells_scored else (METRIC_NAMES, OUR_LABELS)
+    header = "| method | " + " | ".join(names[m] for m in columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
     for method, rows in metrics.groupby("method", sort=False):
         by_metric = rows.set_index("metric")
         cells = []
-        for metric in ISBI_METRICS:
+        for metric in columns:
             if metric not in by_metric.index:
                 cells.append("-")
                 continue
             value, threshold = by_metric.loc[metric, ["value", "threshold"]]
             cells.append(f"{value:.4g}" + ("" if math.isnan(threshold) else f" (t = {threshold:g})"))
-        lines.append(f"| {OUR_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -51,6 +84,7 @@ def documentation(
     metrics: pd.DataFrame,
     test_origin: tuple[int, int, int],
     version: str,
+    labels_kind: str = "binary",
 ) -> str:
     """README.md of a package.
 
@@ -72,6 +106,8 @@ def documentation(
         The test input's first voxel (z, y, x) in the prepared store.
     version : str
         unet-core's version.
+    labels_kind : {"binary", "instances"}, optional
+        What the network learnt: membranes of EM, or touching cells (`SUBJECT`).
     """
     low, high = normalization
     members = len(checkpoints)
@@ -90,9 +126,7 @@ def documentation(
     split = data["split"]
     return f"""# {name}
 
-The U-Net of Ronneberger, Fischer and Brox (2015) for electron microscopy of neural tissue: it maps a 2D
-EM image (one slice of a stack) to the probability that each pixel is cell interior rather than
-membrane. Threshold it, or grow cells from it with a seeded watershed, to get a segmentation.
+The U-Net of Ronneberger, Fischer and Brox (2015) {SUBJECT[labels_kind]}
 {ensemble}Exported by unet-core {version} (`unet-core export`).
 
 ## Input and output
@@ -131,9 +165,7 @@ Labels: cell interior versus membrane; loss: the paper's weighted cross entropy.
 
 ## Validation
 
-ISBI 2012 errors on the held-out slices {metrics["slices"].iloc[0]} of the same data (lower is better;
-each at its best threshold t on P(cell), from `eval/metrics.csv`). "U-Net + segment" scores the cells
-of unet-core's seeded watershed, which is not part of this package.
+{VALIDATION[labels_kind].format(slices=metrics["slices"].iloc[0])}
 
 {metrics_markdown(metrics)}
 

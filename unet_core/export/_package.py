@@ -41,10 +41,12 @@ import torch
 from .. import io, model
 from ..checkpoint import load_checkpoint, load_models
 from ..dataset import TrainingStore, held_out
+from ..evaluate_cells import CELL_METRICS
 from ..inference import TilePredictor
 from ..model import Ensemble, UNet
 from ..paths import refuse_overwriting_input
 from ..report import cover_figure, read_eval_metrics, sha256_file
+from ..report._tables import ISBI_METRICS
 from ..tiling import Roi, read_mirrored
 from ._docs import PAPER, PAPER_DOI, documentation
 from ._network import CellProbability, halo, min_input
@@ -114,8 +116,9 @@ def export_package(
     checkpoints = [load_checkpoint(p) for p in paths]  # refuses other programs' files, naming them
     network, normalization = load_models(paths)  # refuses ensembles of other depths or data
     net = _cell_probability(network)
-    table = read_eval_metrics(metrics)
     root = TrainingStore.open(data)
+    required = CELL_METRICS if root.labels_kind == "instances" else ISBI_METRICS
+    table = read_eval_metrics(metrics, required=required)
     with tempfile.TemporaryDirectory(prefix="unet-core-export-") as tmp:
         folder = Path(tmp)
         torch.save(net.state_dict(), folder / "weights.pt")
@@ -142,6 +145,7 @@ def export_package(
                 metrics=table,
                 test_origin=origin,
                 version=version("unet-core"),
+                labels_kind=root.labels_kind,
             )
         )
         _describe(

@@ -8,7 +8,8 @@ place only when complete, so a killed job never leaves a store that looks finish
 same path removes what the killed one left (`sweep_leftovers`).
 
 Modules: `volume` (`open_volume` and the reading helpers), one reader per format (`tiff`, `slices`,
-`hdf5`, `zarr_store`), `stack` (`Volume`, `LazyStack`, the (Z, Y, X) rules), `ngff` (the OME-Zarr
+`hdf5`, `zarr_store`), `frames` (images paired with their masks frame by frame, plain or in the Cell
+Tracking Challenge's layout), `stack` (`Volume`, `LazyStack`, the (Z, Y, X) rules), `ngff` (the OME-Zarr
 writer) and `atomic` (temp-and-rename writes and their locks, used by every writer of the package).
 """
 
@@ -20,6 +21,7 @@ from .atomic import (
     move_into_place,
     sweep_leftovers,
 )
+from .frames import FramePairs, is_frame_folder, open_frame_pairs
 from .hdf5 import HDF5_PATH, HDF5_SUFFIXES
 from .ngff import AXES, NGFF_VERSION, compressor, create_image, ngff_image_attrs, write_image
 from .slices import SLICE_SUFFIXES
@@ -31,6 +33,7 @@ from .zarr_store import ZARR_MARKERS
 __all__ = [
     "AXES",
     "DEFAULT_VOXEL_SIZE",
+    "FramePairs",
     "HDF5_PATH",
     "HDF5_SUFFIXES",
     "NGFF_VERSION",
@@ -47,8 +50,10 @@ __all__ = [
     "compressor",
     "create_image",
     "discard",
+    "is_frame_folder",
     "move_into_place",
     "ngff_image_attrs",
+    "open_frame_pairs",
     "open_volume",
     "read_slices",
     "read_volume",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,42 @@ def open_slice_folder(folder: Path) -> Volume:
             f"{folder}: a folder that is neither a Zarr store nor holds PNG or TIFF slices; "
             "point to a stack, a Zarr/OME-Zarr store or a folder of 2D slices"
         )
-    first = _read_slice_file(files[0])
+    log.info("%s: %d slices, %s to %s", folder, len(files), files[0].name, files[-1].name)
+    return open_slice_files(files, folder)
+
+
+def open_slice_files(
+    files: Sequence[Path], folder: Path, *, read_file: Callable[[Path], np.ndarray] | None = None
+) -> Volume:
+    """A stack of the 2D slice files ``files``, in that order, read one by one on demand.
+
+    Parameters
+    ----------
+    files : sequence of pathlib.Path
+        PNG or TIFF files, one slice each; at least one.
+    folder : pathlib.Path
+        Where they are, the volume's path in messages.
+    read_file : callable, optional
+        Reads one file as a 2D array (default: PNG or TIFF, grayscale only).
+
+    Returns
+    -------
+    Volume
+        A `LazyStack`; only its first slice has been read.
+
+    Raises
+    ------
+    VolumeError
+        If the first file is not a readable 2D grayscale image; a later one that differs from it in shape
+        or dtype is reported when it is read.
+    """
+    read_file = read_file or _read_slice_file
+    first = read_file(files[0])
 
     def read(z0: int, z1: int) -> np.ndarray:
         out = np.empty((z1 - z0, *first.shape), first.dtype)
         for i, name in enumerate(files[z0:z1]):
-            image = _read_slice_file(name)
+            image = read_file(name)
             if image.shape != first.shape or image.dtype != first.dtype:
                 raise VolumeError(
                     f"{name}: slice {z0 + i} is {image.shape} {image.dtype} but {files[0].name} is "
@@ -84,7 +115,6 @@ def open_slice_folder(folder: Path) -> Volume:
             out[i] = image
         return out
 
-    log.info("%s: %d slices, %s to %s", folder, len(files), files[0].name, files[-1].name)
     return Volume(LazyStack(read, (len(files), *first.shape), first.dtype, path=str(folder)), str(folder))
 
 

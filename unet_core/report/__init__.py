@@ -7,6 +7,9 @@
     metrics.tex        the same as a booktabs table fragment
     provenance.json    config and its hash, git commit, packages, seeds, input checksums, machine, timings
     figures/<name>.png and .pdf, names in FIGURES (plus volume_<name> per extra volume)
+
+A store of instance labels (cells) gets SEG beside the paper's Table 2 and the figures of CELL_FIGURES
+instead (`build_cell_report`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import numpy as np
 import pandas as pd
 
 from .. import io
+from ..dataset import TrainingStore
 from ..paths import refuse_overwriting_input
 from ..report_figures import FIGURES, volume_figure_name
 from . import _provenance
+from ._cells import build_cell_report
 from ._figures import (
     cover_figure,
     held_out_figure,
@@ -222,6 +227,14 @@ def _write_figures(
         "per_slice": per_slice_figure(per_slice, ours, first_slice=scored[0]),
     }
     figures += [(save_figure(f, directory, name), FIGURES[name]) for name, f in made.items()]
+    return figures + volume_figures(directory, volumes)
+
+
+def volume_figures(
+    directory: Path, volumes: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]]
+) -> list[tuple[Path, str]]:
+    """The orthogonal views of each unlabelled volume, saved into ``directory``, with their captions."""
+    figures = []
     for name, (prediction, segmentation) in volumes.items():
         stem = volume_figure_name(name)
         fig = orthoviews_figure(prediction, segmentation, name=name)
@@ -370,6 +383,9 @@ def build_report(
         ``out_dir/index.html``.
     """
     provenance = provenance or ReportProvenance()
+    store = TrainingStore.find(inputs.data)
+    if store is not None and store.labels_kind == "instances":  # cells: SEG and the paper's Table 2
+        return build_cell_report(out_dir, inputs, provenance=provenance, title=title, n_slices=n_slices)
     metrics = read_eval_metrics(inputs.metrics_csv)
     scored = _scored_range(metrics, inputs.metrics_csv)
     table = summary_table(metrics)

@@ -25,6 +25,7 @@ from .. import io  # noqa: E402
 from ..dataset import TrainingStore, intensity_range  # noqa: E402
 from ..inference import decode  # noqa: E402
 from ..metrics import MISMATCH_CLASSES, warped_ground_truth  # noqa: E402
+from ..train import MAXIMISED  # noqa: E402
 from ._tables import ISBI_METRICS, METRIC_NAMES, OUR_LABELS  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -266,14 +267,23 @@ def training_figure(train_log: pd.DataFrame, *, select_metric: str = "rand_error
             f"and {len(train_log)} rows"
         )
     selected = "loss" if select_metric == "loss" else f"val_{select_metric}"
-    best = train_log.loc[train_log[selected].idxmin(), "iteration"] if selected in train_log else None
+    highest = select_metric in MAXIMISED  # SEG: higher is better
+    if selected in train_log:
+        column = train_log[selected]
+        best = train_log.loc[column.idxmax() if highest else column.idxmin(), "iteration"]
+    else:
+        best = None
     validation = [c for c in train_log.columns if c.startswith("val_")]
+    cells = "val_seg" in validation  # scores of cells (higher is better), not errors
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     axes[0].plot(train_log["iteration"], train_log["loss"], marker="o", ms=3)
     axes[0].set(ylabel="weighted cross entropy", title="training loss")
     for column in validation:
         axes[1].plot(train_log["iteration"], train_log[column], marker="o", ms=3, label=column[4:])
-    axes[1].set(ylabel="error", title="validation (ISBI errors)")
+    axes[1].set(
+        ylabel="score" if cells else "error",
+        title="validation (cells)" if cells else "validation (ISBI errors)",
+    )
     if validation:
         axes[1].legend()
     if "lr" in train_log:
@@ -286,7 +296,7 @@ def training_figure(train_log: pd.DataFrame, *, select_metric: str = "rand_error
     if best is not None:
         axes[0].legend(
             [Line2D([], [], color="0.3", ls="--")],
-            [f"best.pt (lowest {selected},\niteration {best})"],
+            [f"best.pt ({'highest' if highest else 'lowest'} {selected},\niteration {best})"],
             loc="upper right",
         )
     return fig

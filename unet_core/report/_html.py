@@ -99,22 +99,23 @@ def render_page(
     figures: Sequence[tuple[Path, str]],
     record: Mapping,
     files: Sequence[str],
+    heading: str = "Errors on held-out slices",
     sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The whole page as text: table, notes, further ``sections`` (heading, HTML table, note), figures
-    with captions, provenance, list of files."""
+    """The whole page as text: table (under ``heading``), notes, further ``sections`` (heading, HTML
+    table, note), figures with captions, provenance, list of files."""
     links = "".join(f'<li><a href="{html.escape(quote(f))}">{html.escape(f)}</a></li>' for f in files)
     git = record["git"]
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p class=note>Built {html.escape(record['created_utc'])} from git commit "
         f"<code>{html.escape(git['commit'] or 'unknown')}</code>.</p>",
-        "<h2>Errors on held-out slices</h2>",
+        f"<h2>{html.escape(heading)}</h2>",
         table_html,
         *(f"<p class=note>{html.escape(note)}</p>" for note in notes),
         *(
-            f"<h2>{html.escape(heading)}</h2>{table}<p class=note>{html.escape(note)}</p>"
-            for heading, table, note in sections
+            f"<h2>{html.escape(section)}</h2>{table}<p class=note>{html.escape(note)}</p>"
+            for section, table, note in sections
         ),
         "<h2>Figures</h2>",
         *(figure_tag(png, caption) for png, caption in figures),

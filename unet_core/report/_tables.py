@@ -86,13 +86,16 @@ def read_checked_csv(
     return frame
 
 
-def read_eval_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    """``eval/metrics.csv`` checked for the columns and the ISBI metrics the report needs.
+def read_eval_metrics(path: str | os.PathLike, *, required: Sequence[str] = ISBI_METRICS) -> pd.DataFrame:
+    """``eval/metrics.csv`` checked for the columns and the metrics the report needs.
 
     Parameters
     ----------
     path : str or path-like
         Long-form CSV written by ``unet-core evaluate``: ``method, metric, value, threshold, slices``.
+    required : sequence of str, optional
+        The metrics every method must have: the ISBI errors (membranes), or SEG, foreground IoU and Dice
+        (cells, `evaluate_cells.CELL_METRICS`).
 
     Returns
     -------
@@ -102,7 +105,7 @@ def read_eval_metrics(path: str | os.PathLike) -> pd.DataFrame:
     Raises
     ------
     ValueError
-        If a column is missing, or a method lacks one of the ISBI warping, Rand or pixel errors.
+        If a column is missing, or a method lacks one of the ``required`` metrics.
     """
     frame = read_checked_csv(path, EVAL_COLUMNS, numeric=("value", "threshold"), writer=EVALUATE)
     twice = frame[frame.duplicated(["method", "metric"])]
@@ -112,7 +115,7 @@ def read_eval_metrics(path: str | os.PathLike) -> pd.DataFrame:
             f"{path}: {first['metric']} of {first['method']!r} appears twice; write it with {EVALUATE}"
         )
     for method, rows in frame.groupby("method", sort=False):
-        lacking = sorted(set(ISBI_METRICS) - set(rows["metric"]))
+        lacking = sorted(set(required) - set(rows["metric"]))
         if lacking:
             raise ValueError(f"{path}: method {method!r} lacks metrics {lacking}; rerun `unet-core evaluate`")
     return frame

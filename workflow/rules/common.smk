@@ -3,7 +3,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from unet_core.cli import config_flags
+from unet_core.cli import VALIDATION_SEGMENT, config_flags
 from unet_core.paths import volume_file
 from unet_core.sheets import HELD_OUT, read_volume_sheet
 
@@ -14,6 +14,9 @@ RESULTS = f"{config['results']}/{config['dataset']}"
 LOGS = f"{config['logs']}/{config['dataset']}"
 # The volume sheet's rows, indexed by name; HELD_OUT (the prepared store) is predicted and scored too.
 VOLUMES = read_volume_sheet(config["volumes"])
+# What the prepared store's labels are: membranes (ISBI errors) or cells (SEG). The synthetic volume's are
+# membranes whatever the config says.
+LABELS_KIND = config["prepare"].get("labels_kind", "binary") if config["prepare"].get("raw") else "binary"
 
 
 wildcard_constraints:
@@ -45,10 +48,20 @@ def get_models():
 
 
 def get_train_args(**overrides):
-    """The shipped model's training flags: on every labelled slice, without validation, once
-    cross-validation chose the recipe (crossval.final)."""
+    """The train section as flags: for cells also the segment section's, which validation segments with;
+    the shipped model on every labelled slice without validation once cross-validation chose the recipe
+    (crossval.final)."""
     final = {"fold": "all"} if config["crossval"]["final"] else {}
-    return cli_args("train", **final, **overrides)
+    return fold_train_args(**final, **overrides)
+
+
+def fold_train_args(**overrides):
+    """The train section (with ``overrides``) as flags, and for cells the segment section's."""
+    args = cli_args("train", **overrides)
+    if LABELS_KIND != "instances":
+        return args
+    segment = config_flags(config.get("segment", {}), prefix=VALIDATION_SEGMENT)
+    return " ".join([args, *(shlex.quote(a) for a in segment)])
 
 
 def get_member_train_args(wildcards):
@@ -58,7 +71,7 @@ def get_member_train_args(wildcards):
 
 def get_fold_train_args(wildcards):
     """Cross-validation fold k of crossval.folds: the labelled slices but its run train, the run validates."""
-    return cli_args("train", fold=f"{wildcards.fold}/{config['crossval']['folds']}")
+    return fold_train_args(fold=f"{wildcards.fold}/{config['crossval']['folds']}")
 
 
 def get_volume_path(wildcards):

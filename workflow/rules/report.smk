@@ -1,11 +1,30 @@
 import json
 
-from unet_core.report_figures import FIGURES, volume_figure_name
+from unet_core.report_figures import report_figures, volume_figure_name
 
 REPORT = f"{RESULTS}/report"
-# Figure stems written by `unet-core report`: the fixed ones, then one per extra volume.
+# Figure stems written by `unet-core report`: those of the labels' kind, then one per extra volume.
 VOLUME_FIGURES = [volume_figure_name(v) for v in VOLUMES["name"]]
-REPORT_FIGURES = [*FIGURES, *VOLUME_FIGURES]
+REPORT_FIGURES = [*report_figures(LABELS_KIND), *VOLUME_FIGURES]
+# Where each figure goes in Snakemake's report (category, subcategory); captions: ../report/<name>.rst.
+FIGURE_CATEGORIES = {
+    "held_out": ("Evaluation", "Held-out slices"),
+    "thresholds": ("Evaluation", "Thresholds"),
+    "per_slice": ("Evaluation", "Per slice"),
+    "training": ("Training", None),
+    "cells": ("Evaluation", "Held-out frames"),
+    "per_frame": ("Evaluation", "Per frame"),
+    "weight_map": ("Training", "Weight map"),
+}
+FIGURE_OUTPUTS = {
+    name: report(
+        f"{REPORT}/figures/{name}.png",
+        caption=f"../report/{name}.rst",
+        category=FIGURE_CATEGORIES[name][0],
+        subcategory=FIGURE_CATEGORIES[name][1],
+    )
+    for name in report_figures(LABELS_KIND)
+}
 
 
 rule report:
@@ -42,27 +61,7 @@ rule report:
             category="Evaluation",
             subcategory="Tables",
         ),
-        held_out=report(
-            f"{REPORT}/figures/held_out.png",
-            caption="../report/held_out.rst",
-            category="Evaluation",
-            subcategory="Held-out slices",
-        ),
-        thresholds=report(
-            f"{REPORT}/figures/thresholds.png",
-            caption="../report/thresholds.rst",
-            category="Evaluation",
-            subcategory="Thresholds",
-        ),
-        per_slice=report(
-            f"{REPORT}/figures/per_slice.png",
-            caption="../report/per_slice.rst",
-            category="Evaluation",
-            subcategory="Per slice",
-        ),
-        training=report(
-            f"{REPORT}/figures/training.png", caption="../report/training.rst", category="Training"
-        ),
+        **FIGURE_OUTPUTS,
         volumes=report(
             expand(f"{REPORT}/figures/{{name}}.png", name=VOLUME_FIGURES),
             caption="../report/volume.rst",
