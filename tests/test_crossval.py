@@ -57,3 +57,15 @@ def test_a_file_that_is_not_a_metrics_table_is_named(tmp_path):
     metrics[1].write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="fold1/metrics.csv"):
         write_summary(tmp_path / "cv", metrics, logs)
+
+
+def test_the_report_table_shows_the_metrics_of_the_label_kind():
+    from unet_core.report._tables import crossval_table_html
+
+    rows = [("unet", "seg", 0.8, 0.05, 0.7, 0.9, 3), ("unet", "dice", 0.9, 0.01, 0.88, 0.91, 3)]
+    cells = pd.DataFrame(rows, columns=["method", "metric", "mean", "std", "min", "max", "folds"])
+    page = crossval_table_html(cells)
+    assert "<th>SEG</th>" in page and "Rand error" not in page and "0.8000 &plusmn; 0.0500" in page
+    membranes = cells.assign(metric=["rand_error", "pixel_error"])
+    page = crossval_table_html(membranes)
+    assert "<th>Rand error</th>" in page and "SEG" not in page

@@ -94,3 +94,10 @@ def test_mismatched_outputs_name_the_file_and_the_fix(tmp_path, cell_store, what
     with pytest.raises(io.VolumeError, match=match):
         evaluate_files(prob, cell_store, tmp_path / "metrics.csv", segmentation=seg)
     assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_a_cross_validation_fold_of_cells_is_scored_on_its_frames(tmp_path, cell_store):
+    """The 4 labelled frames in 2 folds: fold 0 validates on frames 0-1 (the store's split says 2-3)."""
+    prob, seg = _outputs(tmp_path, cell_store)
+    table = evaluate_files(prob, cell_store, tmp_path / "metrics.csv", segmentation=seg, slices="fold:0/2")
+    assert (table["slices"] == "0:2").all() and "seg" in set(table["metric"])

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_write_text
-from .report import read_checked_csv, read_eval_metrics
+from .report._tables import EVAL_COLUMNS, EVALUATE, read_checked_csv
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,13 @@ SUMMARY_COLUMNS = ["method", "metric", "mean", "std", "min", "max", "folds"]
 
 
 def fold_table(metrics_csvs: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Every fold's ``metrics.csv`` in one long table, fold k being the k-th file."""
-    frames = [read_eval_metrics(path).assign(fold=k) for k, path in enumerate(metrics_csvs)]
+    """Every fold's ``metrics.csv`` in one long table, fold k being the k-th file (membrane or cell
+    metrics alike)."""
+    columns, numeric = list(EVAL_COLUMNS), ["value", "threshold"]
+    frames = [
+        read_checked_csv(path, columns, numeric=numeric, writer=EVALUATE).assign(fold=k)
+        for k, path in enumerate(metrics_csvs)
+    ]
     table = pd.concat(frames, ignore_index=True)
     return table[["fold", "slices", "method", "metric", "value", "threshold"]]
 

@@ -57,12 +57,7 @@ def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray 
     store = TrainingStore.find(path)
     if store is not None:
         gt = store.cells
-        if slices == "held-out":
-            chosen = _held_out(store)
-        elif slices.startswith("fold:"):
-            chosen = _validated_by(store, slices.removeprefix("fold:"))
-        else:
-            chosen = _parse_slices(slices, gt.shape[0])
+        chosen = _store_slices(store, slices)
         raw = io.read_slices(io.Volume(store.raw, path), chosen.start, chosen.stop)
         return io.read_slices(io.Volume(gt, path), chosen.start, chosen.stop), chosen, raw, gt.shape
     volume = io.open_volume(path)
@@ -70,6 +65,15 @@ def _load_labels(path: str, slices: str) -> tuple[np.ndarray, slice, np.ndarray 
     n = volume.shape[0]
     chosen = slice(0, n) if slices in ("held-out", "all") else _parse_slices(slices, n)
     return io.read_slices(volume, chosen.start, chosen.stop), chosen, None, volume.shape
+
+
+def _store_slices(store: TrainingStore, slices: str) -> slice:
+    """The slices of a prepared store that ``--slices`` names: held-out, a fold's, or a range."""
+    if slices == "held-out":
+        return _held_out(store)
+    if slices.startswith("fold:"):
+        return _validated_by(store, slices.removeprefix("fold:"))
+    return _parse_slices(slices, store.raw.shape[0])
 
 
 def _held_out(store: TrainingStore) -> slice:
@@ -139,7 +143,7 @@ def evaluate_files(
         path.unlink(missing_ok=True)
     store = TrainingStore.find(labels)
     if store is not None and store.labels_kind == "instances":  # cells: the Cell Tracking Challenge's SEG
-        chosen = _held_out(store) if slices == "held-out" else _parse_slices(slices, store.raw.shape[0])
+        chosen = _store_slices(store, slices)
         return evaluate_cells(prediction, store, chosen, out_csv=out, segmentation=segmentation)
     gt, chosen, raw, labelled_shape = _load_labels(os.fspath(labels), slices)
     prob_volume = io.open_volume(prediction)

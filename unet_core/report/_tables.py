@@ -271,6 +271,8 @@ CROSSVAL_METRICS = {
     "n_split": "Split px",
     "n_merge": "Merge px",
 }
+#: ... of cells (instance labels): the Cell Tracking Challenge's SEG and the foreground's overlap.
+CROSSVAL_CELL_METRICS = {"seg": "SEG", "foreground_iou": "Foreground IoU", "dice": "Dice"}
 CROSSVAL_COLUMNS = ("method", "metric", "mean", "std", "min", "max", "folds")
 
 
@@ -293,13 +295,15 @@ def crossval_note(folds: int, *, final: bool) -> str:
 
 def crossval_table_html(summary: pd.DataFrame) -> str:
     """The cross-validation summary (``unet-core crossval``'s metrics.csv) as an HTML table: one row per
-    method, one column per metric of `CROSSVAL_METRICS`, "mean +- std [min, max]"."""
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in CROSSVAL_METRICS.values())
+    method, one column per metric of `CROSSVAL_METRICS` (membranes) or `CROSSVAL_CELL_METRICS` (cells),
+    "mean +- std [min, max]"."""
+    shown = CROSSVAL_CELL_METRICS if "seg" in set(summary["metric"]) else CROSSVAL_METRICS
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in shown.values())
     rows = []
     for method, group in summary.groupby("method", sort=False):
         values = group.set_index("metric")
         cells = []
-        for metric in CROSSVAL_METRICS:
+        for metric in shown:
             if metric not in values.index:
                 cells.append("<td>--</td>")
                 continue
