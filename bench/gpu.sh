@@ -16,6 +16,8 @@
 #                                 # prediction, then each segment method cut and scored by SEG on the
 #                                 # validation frames t039, t054, t067
 #   bash bench/gpu.sh bench OUT   # bench/train.py (batch 1 and 8) and bench/predict.py (eager, compiled)
+#   bash bench/gpu.sh all OUT     # one lease: hela (HELA_ITERATIONS, default 5000) and cv (TRAIN_SECONDS,
+#                                 # default 180) side by side, then bench; OUT/all.tgz holds every file
 #
 # TRAIN_SECONDS (default 240) is the wall time the trainings share; their iteration counts are sized
 # from the full-loop tiles/s that bench/train.py measures first (batch 1 and 4, alone on the GPU).
@@ -223,6 +225,9 @@ import yaml
 from unet_core.cli import VALIDATION_SEGMENT, config_flags
 config = yaml.safe_load(open('config/dic_hela.yaml'))
 config['prepare']['data_dir'] = '${HELA_DATA:-.data/dic-hela}'
+if '${HELA_ITERATIONS:-}':
+    iterations = int('${HELA_ITERATIONS:-0}')
+    config['train'].update(iterations=iterations, val_every=max(1, iterations // 20))
 if $smoke:
     config['train'].update(depth=2, width=8, tile_size=124, iterations=20, val_every=10, num_workers=1)
 flags = config_flags(config['$1'])
