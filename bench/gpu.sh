@@ -16,14 +16,17 @@
 #                                 # prediction, then each segment method cut and scored by SEG on the
 #                                 # validation frames t039, t054, t067
 #   bash bench/gpu.sh bench OUT   # bench/train.py (batch 1 and 8) and bench/predict.py (eager, compiled)
-#   bash bench/gpu.sh all OUT     # one lease: hela (HELA_ITERATIONS, default 5000) and cv (TRAIN_SECONDS,
-#                                 # default 180) side by side, then bench; OUT/all.tgz holds every file
+#   bash bench/gpu.sh all OUT     # one lease: hela (OUT/hela) and the five cv folds (OUT/cv) side by side,
+#                                 # sized so the six trainings share TRAIN_SECONDS (default 210); then
+#                                 # bench/predict.py compiled and eager in the time DEADLINE (seconds
+#                                 # after the start, default 520) leaves; OUT/all.tgz holds the runs' files
 #
 # TRAIN_SECONDS (default 240) is the wall time the trainings share; their iteration counts are sized
 # from the full-loop tiles/s that bench/train.py measures first (batch 1 and 4, alone on the GPU).
+# ITERATIONS (cv) and HELA_ITERATIONS (hela) set the counts instead; WORKERS the loader processes per run.
 # SMOKE=1 runs everything tiny on a CPU.
 set -uo pipefail
-stage=${1:?isbi, preset, hela or bench}
+stage=${1:?isbi, preset, cv, hela, all or bench}
 out=${2:?output folder}
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -42,6 +45,12 @@ else
   workers=7
   predict_bench=(--shape 32 2048 2048 --block 1 1024 1024 --depth 4 --width 64)
 fi
+start_of_script=$(date +%s)
+# Full-loop tiles/s of one training alone on the device (bench/train.py), printed to stderr as well.
+loop_rate() {  # batch
+  python3 bench/train.py "${bench_net[@]}" --batch "$1" --steps 30 --workers "$workers" --threads 2 |
+    tee /dev/stderr | awk '/full loop/ {for (i = 2; i <= NF; i++) if ($i == "tiles/s") print $(i - 1)}'
+}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 # Both outputs a user gets are scored: the probabilities (method unet) and the cells that segment makes
@@ -71,8 +80,7 @@ if [ "$stage" = isbi ]; then
   declare -A rate
   for batch in 1 4; do
     log "bench/train.py, batch $batch (sizes the trainings)"
-    rate[$batch]=$(python3 bench/train.py "${bench_net[@]}" --batch "$batch" --steps 30 --workers "$workers" \
-      --threads 2 | tee /dev/stderr | awk '/full loop/ {for (i = 2; i <= NF; i++) if ($i == "tiles/s") print $(i - 1)}')
+    rate[$batch]=$(loop_rate "$batch")
     [[ "${rate[$batch]}" =~ ^[0-9.]+$ ]] || { log "bench/train.py failed: no rate to size the trainings"; exit 1; }
   done
   run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
@@ -130,10 +138,13 @@ PY
 elif [ "$stage" = cv ]; then
   folds=${FOLDS:-5}
   budget=${TRAIN_SECONDS:-300}
-  log "bench/train.py, batch 1 (sizes the trainings)"
-  rate=$(python3 bench/train.py "${bench_net[@]}" --batch 1 --steps 30 --workers "$workers" --threads 2 |
-    tee /dev/stderr | awk '/full loop/ {for (i = 2; i <= NF; i++) if ($i == "tiles/s") print $(i - 1)}')
-  [[ "$rate" =~ ^[0-9.]+$ ]] || { log "bench/train.py failed: no rate to size the trainings"; exit 1; }
+  if [ -n "${ITERATIONS:-}" ]; then
+    rate=$(python3 -c "print($ITERATIONS * $folds / 0.9 / $budget)")  # sizes to ITERATIONS below
+  else
+    log "bench/train.py, batch 1 (sizes the trainings)"
+    rate=$(loop_rate 1)
+    [[ "$rate" =~ ^[0-9.]+$ ]] || { log "bench/train.py failed: no rate to size the trainings"; exit 1; }
+  fi
   # config/isbi2012.yaml's train section as flags, the iterations sized so the folds share the budget.
   read -ra train_options < <(python3 -c "
 import yaml
@@ -141,7 +152,8 @@ from unet_core.cli import config_flags
 train = yaml.safe_load(open('config/isbi2012.yaml'))['train']
 if $smoke: train.update(depth=2, width=8, tile_size=124)
 batch = train.get('batch_size', 1)
-train.update(iterations=max(8, int($budget * $rate * 0.9 / $folds / batch)), num_workers=max(1, $workers // $folds))
+train.update(iterations=max(8, round($budget * $rate * 0.9 / $folds / batch)),
+             num_workers=${WORKERS:-max(1, $workers // $folds)})
 train['val_every'] = max(1, train['iterations'] // 10)
 print(' '.join(config_flags(train)))")
   log "train ${train_options[*]}"
@@ -228,6 +240,8 @@ config['prepare']['data_dir'] = '${HELA_DATA:-.data/dic-hela}'
 if '${HELA_ITERATIONS:-}':
     iterations = int('${HELA_ITERATIONS:-0}')
     config['train'].update(iterations=iterations, val_every=max(1, iterations // 20))
+if '${WORKERS:-}':
+    config['train']['num_workers'] = int('${WORKERS:-0}')
 if $smoke:
     config['train'].update(depth=2, width=8, tile_size=124, iterations=20, val_every=10, num_workers=1)
 flags = config_flags(config['$1'])
@@ -264,6 +278,29 @@ print(' '.join(flags))"
     tee -a "$out/metrics.csv" <"$work/m_$name/metrics.csv" | grep -E ",(seg|foreground_iou|dice),"
   done
   cp "$work/m_configured/metrics_per_slice.csv" "$out/metrics_per_frame.csv"
+elif [ "$stage" = all ]; then
+  budget=${TRAIN_SECONDS:-210}
+  deadline=${DEADLINE:-520}
+  log "bench/train.py, batch 1 (sizes the six trainings)"
+  rate=$(loop_rate 1)
+  [[ "$rate" =~ ^[0-9.]+$ ]] || { log "bench/train.py failed: no rate to size the trainings"; exit 1; }
+  # Six runs of batch 1 share the device (and its host's cores: two loader processes each).
+  iterations=$(python3 -c "print(max(8, int($budget * $rate * 0.9 / 6)))")
+  log "hela and 5 cv folds: $iterations iterations each"
+  HELA_ITERATIONS=$iterations WORKERS=2 bash "$0" hela "$out/hela" >"$out/hela.log" 2>&1 &
+  ITERATIONS=$iterations WORKERS=2 bash "$0" cv "$out/cv" >"$out/cv.log" 2>&1 &
+  wait
+  tail -n 30 "$out/hela.log" "$out/cv.log"
+  # Few files come back from a lent machine: the trainings' files travel as one archive.
+  tar czf "$out/all.tgz" -C "$out" --remove-files hela cv hela.log cv.log
+  # A quarter of the default volume: the no-op rows alone would take minutes at 32 x 2048 x 2048.
+  bench_shape=("${predict_bench[@]}")
+  bench_shape[1]=$((predict_bench[1] / 4))
+  for mode in --compile ""; do  # the compiled model is the ceiling the pipeline is held to
+    left=$((deadline - ($(date +%s) - start_of_script)))
+    log "bench/predict.py ${mode:-eager} ($left s left)"
+    [ "$left" -gt 30 ] && timeout "$left" python3 bench/predict.py "${bench_shape[@]}" --threads 4 $mode --skip-memory
+  done
 else
   for batch in 1 8; do
     log "bench/train.py, batch $batch"
