@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.measure import label as connected_components
@@ -37,9 +36,8 @@ from skimage.segmentation import watershed
 
 from . import io, metrics
 from .dataset import TrainingStore
-from .inference import TilePredictor, decode, predict_array
+from .inference import decode
 from .segment import SegmentOptions, segment_slice
-from .train import Diverged
 
 log = logging.getLogger(__name__)
 
@@ -234,52 +232,27 @@ def _write(out: Path, table: pd.DataFrame, per_threshold: pd.DataFrame, per_fram
 
 
 def cell_validation_metrics(
-    model: torch.nn.Module,
-    *,
-    raw: np.ndarray,
-    labels: np.ndarray,
-    complete: np.ndarray,
-    segment: SegmentOptions,
-    normalization: tuple[float, float],
-    device: torch.device,
-    bf16: bool,
-    channels_last: bool,
+    prob: np.ndarray, *, labels: np.ndarray, complete: np.ndarray, segment: SegmentOptions
 ) -> dict[str, float]:
-    """SEG, foreground IoU and Dice of the cells ``segment`` makes of the validation frames: the
-    `Trainer`'s ``validate`` on stores of instance labels.
+    """SEG, foreground IoU and Dice of the cells ``segment`` makes of a validation probability map: the
+    score of the `Trainer`'s validation on stores of instance labels (`training.validate_model`).
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The network to score, in eval mode.
-    raw, labels : ndarray, shape (Z, Y, X)
-        Validation frames and their reference cell ids.
+    prob : ndarray, shape (Z, Y, X)
+        The network's P(cell) of the validation frames.
+    labels : ndarray, shape (Z, Y, X)
+        Their reference cell ids.
     complete : ndarray of bool, shape (Z,)
         Frames whose reference annotates every cell (foreground IoU and Dice score only these).
     segment : SegmentOptions
         How ``unet-core segment`` will cut the probability map into cells.
-    normalization : (float, float)
-        The intensities mapped to 0 and 1 at the network input.
-    device : torch.device
-    bf16, channels_last : bool
-        As in training (`TrainConfig`).
 
     Returns
     -------
     dict
         ``val_seg``, ``val_foreground_iou`` and ``val_dice`` (`cell_scores`).
-
-    Raises
-    ------
-    Diverged
-        If the network predicts NaN or inf.
     """
-    predictor = TilePredictor(
-        model, normalization=normalization, device=device, bf16=bf16, channels_last=channels_last
-    )
-    prob = predict_array(predictor, raw)
-    if not np.isfinite(prob).all():
-        raise Diverged("the network predicts NaN or inf on the validation frames")
     cells = np.stack([segment_slice(p, **dataclasses.asdict(segment)) for p in prob])
     scores = cell_scores(cells, labels, complete=complete)
     return {f"val_{name}": float(scores[name]) for name in CELL_METRICS}

@@ -3,9 +3,10 @@ its figures.
 
 `build_trainer` makes what the `Trainer` takes from the store and a `TrainConfig`: the training tiles and
 their loader (`TileBatches`), the network, optimiser, schedule, autocast and weight average, and a
-``validate`` that predicts the validation slices (`unet_core.inference`) and scores the probability map
-and the cells the default watershed makes of it (`validation_metrics`); on a store of instance labels,
-the SEG of the cells ``unet-core segment`` makes of it (`evaluate_cells.cell_validation_metrics`). `train`
+``validate`` that predicts the validation slices (`validate_model`, `unet_core.inference`) and scores the
+probability map and the cells the default watershed makes of it (`validation_metrics`); on a store of
+instance labels, the SEG of the cells ``unet-core segment`` makes of it
+(`evaluate_cells.cell_validation_metrics`). `train`
 runs it: the augmentation panel when the work folder is ready, the fit, and the training curves
 (`unet_core.report`) published with the checkpoints.
 """
@@ -16,7 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -145,13 +146,17 @@ def build_trainer(
         length=cfg.iterations * cfg.batch_size,
     )
     val_raw, val_labels = read_at(store.raw, val_zs), read_at(store.cells, val_zs)
-    scores, extras = validation_metrics, {}
+    score, extras = functools.partial(validation_metrics, labels=val_labels), {}
     if store.labels_kind == "instances":  # cells: SEG of what `unet-core segment` will deliver
         segment = segment or SegmentOptions()
         partial = set(store.partial_slices)
         complete = np.array([z not in partial for z in val_zs], bool)
-        val_labels = read_at(store.instances, val_zs)
-        scores = functools.partial(cell_validation_metrics, complete=complete, segment=segment)
+        score = functools.partial(
+            cell_validation_metrics,
+            labels=read_at(store.instances, val_zs),
+            complete=complete,
+            segment=segment,
+        )
         extras = {"segment_options": dataclasses.asdict(segment)}  # they choose best.pt
     torch.manual_seed(cfg.seed)  # the network's initialisation, then the dropout stream
     layout = memory_format(device, cfg.channels_last)
@@ -159,9 +164,9 @@ def build_trainer(
     optimizer = build_optimizer(cfg, model.parameters())
     use_bf16 = cfg.bf16 and device.type == "cuda"
     validate = functools.partial(
-        scores,
+        validate_model,
         raw=val_raw,
-        labels=val_labels,
+        score=score,
         normalization=normalization,
         device=device,
         bf16=cfg.bf16,
@@ -277,36 +282,32 @@ class TileBatches:
                 yield (tiles.to(memory_format=self.memory_format), *rest)
 
 
-def validation_metrics(
+def validate_model(
     model: torch.nn.Module,
     *,
     raw: np.ndarray,
-    labels: np.ndarray,
+    score: Callable[[np.ndarray], dict[str, float]],
     normalization: tuple[float, float],
     device: torch.device,
     bf16: bool,
     channels_last: bool,
 ) -> dict[str, float]:
-    """The ISBI errors of ``model`` on validation slices: the `Trainer`'s ``validate``.
+    """The `Trainer`'s ``validate``: ``score`` of the network's probabilities of the validation images.
 
     Parameters
     ----------
     model : torch.nn.Module
         The network to score, in eval mode.
-    raw, labels : ndarray, shape (Z, Y, X)
-        Validation slices and their binary labels (0 = membrane).
+    raw : ndarray, shape (Z, Y, X)
+        The validation images.
+    score : callable
+        ``score(prob)`` -> ``val_<name>``: value (`validation_metrics` or
+        `evaluate_cells.cell_validation_metrics` with their labels bound).
     normalization : (float, float)
         The intensities mapped to 0 and 1 at the network input.
     device : torch.device
     bf16, channels_last : bool
         As in training (`TrainConfig`).
-
-    Returns
-    -------
-    dict
-        ``val_pixel_error`` and ``val_rand_error`` of the probability map at their best thresholds, and
-        ``val_segmented_rand_error`` of the cells the default watershed makes of it
-        (`segment.segment_slice`).
 
     Raises
     ------
@@ -318,7 +319,15 @@ def validation_metrics(
     )
     prob = predict_array(predictor, raw)
     if not np.isfinite(prob).all():
-        raise Diverged("the network predicts NaN or inf on the validation slices")
+        raise Diverged("the network predicts NaN or inf on the validation images")
+    return score(prob)
+
+
+def validation_metrics(prob: np.ndarray, *, labels: np.ndarray) -> dict[str, float]:
+    """The ISBI errors of a validation probability map (Z, Y, X) against binary labels (0 = membrane):
+    ``val_pixel_error`` and ``val_rand_error`` of the map at their best thresholds, and
+    ``val_segmented_rand_error`` of the cells the default watershed makes of it (`segment.segment_slice`).
+    """
     pixel, _ = metrics.pixel_error(prob, labels)
     rand, _ = metrics.rand_error(prob, labels)
     cells = cell_map(np.stack([segment_slice(p, method="watershed") for p in prob]))
