@@ -25,6 +25,13 @@
 # from the full-loop tiles/s that bench/train.py measures first (batch 1 and 4, alone on the GPU).
 # ITERATIONS (cv) and HELA_ITERATIONS (hela) set the counts instead; WORKERS the loader processes per run.
 # SMOKE=1 runs everything tiny on a CPU.
+#
+# One lease (15 device-minutes, the start included): the data copied to .data/isbi2012 and .data/dic-hela
+# (git-ignored), wheels from `../shared/tools/gpu-wheels.sh toolz cloudpickle fsspec click`, then one
+# call with carry [".whl", ".data"] and a 580 s limit:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+#     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; export PYTHONUNBUFFERED=1; set -o pipefail;
+#   TRAIN_SECONDS=200 DEADLINE=520 bash bench/gpu.sh all $OUT 2>&1 | tee $OUT/log
 set -uo pipefail
 stage=${1:?isbi, preset, cv, hela, all or bench}
 out=${2:?output folder}

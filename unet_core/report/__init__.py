@@ -353,6 +353,18 @@ class ReportProvenance:
     benchmarks: Iterable[str | os.PathLike] | None = None
     max_content_bytes: int = MAX_CONTENT_BYTES
 
+    def record(self, inputs: Mapping[str, str | os.PathLike]) -> dict:
+        """The provenance.json record of a report made of ``inputs`` (name: path)."""
+        return _provenance.provenance(
+            config=self.config,
+            config_files=self.config_files,
+            repo=self.repo,
+            inputs=inputs,
+            logs=self.logs,
+            benchmarks=self.benchmarks,
+            max_content_bytes=self.max_content_bytes,
+        )
+
 
 def build_report(
     out_dir: str | os.PathLike,
@@ -404,15 +416,7 @@ def build_report(
     training_log = read_checked_csv(
         inputs.train_log, ["iteration", "loss"], numeric=["iteration", "loss"], writer="`unet-core train`"
     )
-    record = _provenance.provenance(
-        config=provenance.config,
-        config_files=provenance.config_files,
-        repo=provenance.repo,
-        inputs=named,
-        logs=provenance.logs,
-        benchmarks=provenance.benchmarks,
-        max_content_bytes=provenance.max_content_bytes,
-    )
+    record = provenance.record(named)
     select_metric = (provenance.config or {}).get("train", {}).get("select_metric", "rand_error")
     crossval = None
     if inputs.crossval is not None:

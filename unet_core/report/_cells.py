@@ -26,7 +26,6 @@ from ..dataset import TrainingStore, intensity_range
 from ..evaluate_cells import CELL_METRICS
 from ..paths import refuse_overwriting_input
 from ..report_figures import report_figures
-from . import _provenance
 from ._figures import (
     OKABE_ITO,
     _image_axes,
@@ -392,15 +391,7 @@ def build_cell_report(
     first, _, _ = slices.partition(":")
     first = int(first) if first.isdigit() else 0
     note = cell_note(slice_range_text(slices), store.partial_slices)
-    record = _provenance.provenance(
-        config=provenance.config,
-        config_files=provenance.config_files,
-        repo=provenance.repo,
-        inputs=named,
-        logs=provenance.logs,
-        benchmarks=provenance.benchmarks,
-        max_content_bytes=provenance.max_content_bytes,
-    )
+    record = provenance.record(named)
     select_metric = (provenance.config or {}).get("train", {}).get("select_metric", "seg")
     method = "segmentation" if "segmentation" in set(per_slice["method"]) else "unet"
     zs = choose_slices(per_slice, first_slice=first, n=n_slices, method=method, metric="seg")
