@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import io, metrics
 from .dataset import Split, TrainingStore, held_out, intensity_range
-from .evaluate_cells import evaluate_cells
+from .evaluate_cells import evaluate_cells, read_segmentation
 from .folds import fold_slices, parse_fold
 from .inference import decode
 from .paths import refuse_overwriting_input
@@ -108,13 +108,8 @@ def _validated_by(store: TrainingStore, fold: str) -> slice:
 
 
 def _segmented_cells(path: str | os.PathLike, shape: tuple[int, ...], chosen: slice) -> np.ndarray:
-    volume = io.open_volume(path)
-    if volume.shape != shape or volume.dtype.kind not in "iu":
-        raise io.VolumeError(
-            f"{path}: {volume.dtype} labels of shape {volume.shape}, expected integer cell ids of the "
-            f"probabilities' shape {shape}; segment the same prediction again"
-        )
-    return cell_map(io.read_slices(volume, chosen.start, chosen.stop)).astype(np.float32)
+    cells = read_segmentation(path, shape, chosen, shape_of="probabilities'")
+    return cell_map(cells).astype(np.float32)
 
 
 def evaluate_files(

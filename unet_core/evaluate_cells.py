@@ -123,12 +123,16 @@ def _complete(store: TrainingStore, chosen: slice) -> np.ndarray:
     return np.array([z not in partial for z in range(chosen.start, chosen.stop)], bool)
 
 
-def _read_labels(path: str | os.PathLike, shape: tuple[int, ...], chosen: slice) -> np.ndarray:
+def read_segmentation(
+    path: str | os.PathLike, shape: tuple[int, ...], chosen: slice, *, shape_of: str = "prepared frames'"
+) -> np.ndarray:
+    """The ``chosen`` slices of a segmentation from ``unet-core segment``: integer cell ids of ``shape``
+    (the shape of the ``shape_of`` volume, named in the error), else one `io.VolumeError`."""
     volume = io.open_volume(path)
     if volume.shape != shape or volume.dtype.kind not in "iu":
         raise io.VolumeError(
             f"{path}: {volume.dtype} labels of shape {volume.shape}, expected integer cell ids of the "
-            f"prepared frames' shape {shape}; segment the same prediction again"
+            f"{shape_of} shape {shape}; segment the same prediction again"
         )
     return io.read_slices(volume, chosen.start, chosen.stop)
 
@@ -196,7 +200,7 @@ def evaluate_cells(
     best = float(sweep.loc[sweep["seg"].idxmax(), "threshold"])  # the first of equal SEGs
     runs = {"unet": (np.stack([connected_components(p > best, connectivity=1) for p in prob]), best)}
     if segmentation is not None:
-        runs["segmentation"] = (_read_labels(segmentation, shape, chosen), math.nan)
+        runs["segmentation"] = (read_segmentation(segmentation, shape, chosen), math.nan)
     raw = io.read_slices(io.Volume(store.raw, os.fspath(store.path)), chosen.start, chosen.stop)
     runs["variance_watershed"] = (np.stack([classical_cells(r) for r in raw]), math.nan)
     summary, frames = [], []

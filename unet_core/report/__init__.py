@@ -68,6 +68,7 @@ from ._tables import (
     latex_table,
     read_checked_csv,
     read_eval_metrics,
+    read_run_tables,
     slice_range_text,
     summary_table,
 )
@@ -407,15 +408,7 @@ def build_report(
     per_threshold = read_checked_csv(
         inputs.per_threshold_csv, ["method", *metric_columns], numeric=metric_columns, writer=EVALUATE
     )
-    per_slice = read_checked_csv(
-        inputs.per_slice_csv,
-        ["method", "metric", "slice", "value"],
-        numeric=["slice", "value"],
-        writer=EVALUATE,
-    )
-    training_log = read_checked_csv(
-        inputs.train_log, ["iteration", "loss"], numeric=["iteration", "loss"], writer="`unet-core train`"
-    )
+    per_slice, training_log = read_run_tables(inputs)
     record = provenance.record(named)
     select_metric = (provenance.config or {}).get("train", {}).get("select_metric", "rand_error")
     crossval = None

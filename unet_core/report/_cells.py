@@ -36,7 +36,7 @@ from ._figures import (
     training_figure,
 )
 from ._html import render_page
-from ._tables import EVALUATE, _latex_escape, read_checked_csv, read_eval_metrics, slice_range_text
+from ._tables import _latex_escape, read_eval_metrics, read_run_tables, slice_range_text
 
 if TYPE_CHECKING:
     from . import ReportInputs, ReportProvenance
@@ -377,15 +377,7 @@ def build_cell_report(
     table = cell_summary_table(metrics)
     named = inputs.named_paths()
     refuse_overwriting_input(out_dir, *named.values())
-    per_slice = read_checked_csv(
-        inputs.per_slice_csv,
-        ["method", "metric", "slice", "value"],
-        numeric=["slice", "value"],
-        writer=EVALUATE,
-    )
-    training_log = read_checked_csv(
-        inputs.train_log, ["iteration", "loss"], numeric=["iteration", "loss"], writer="`unet-core train`"
-    )
+    per_slice, training_log = read_run_tables(inputs)
     store = TrainingStore.find(inputs.data)
     slices = str(metrics["slices"].iloc[0])
     first, _, _ = slices.partition(":")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # the package imports this module
+    from . import ReportInputs
 
 #: Columns of ``eval/metrics.csv`` as ``unet-core evaluate`` writes it (long form).
 EVAL_COLUMNS = ("method", "metric", "value", "threshold", "slices")
@@ -317,3 +321,18 @@ def crossval_table_html(summary: pd.DataFrame) -> str:
         rows.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
     body = "".join(rows)
     return f'<table class="metrics"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def read_run_tables(inputs: ReportInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-slice scores (`unet-core evaluate`) and the training log (`unet-core train`) a report
+    shows, each checked (`read_checked_csv`)."""
+    per_slice = read_checked_csv(
+        inputs.per_slice_csv,
+        ["method", "metric", "slice", "value"],
+        numeric=["slice", "value"],
+        writer=EVALUATE,
+    )
+    training_log = read_checked_csv(
+        inputs.train_log, ["iteration", "loss"], numeric=["iteration", "loss"], writer="`unet-core train`"
+    )
+    return per_slice, training_log
