@@ -259,6 +259,18 @@ def test_cross_validation_scores_every_labelled_slice_once_and_ships_a_final_mod
     assert (results / "report" / "crossval.csv").read_text() == (results / "cv" / "metrics.csv").read_text()
 
 
+def test_a_fold_is_scored_with_the_checkpoint_its_recipe_ships(tmp_path):
+    """The final model keeps its last checkpoint, so a fold is scored with its last one too: best.pt was
+    chosen on the fold's own scored slices, an optimistic estimate of the shipped recipe."""
+    workdir = make_workdir(tmp_path, {**TINY, "crossval": {"folds": 2, "final": True}}, "name\tpath\n")
+    dry = run_snakemake(workdir, "-n", "-p")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    predictions = [line for line in (dry.stdout + dry.stderr).splitlines() if "unet-core predict " in line]
+    for k in (0, 1):
+        fold = [line for line in predictions if f"cv/fold{k}/pred.ome.zarr" in line]
+        assert len(fold) == 1 and f"cv/fold{k}/model/last.pt" in fold[0], predictions
+
+
 # --- the paper's second experiment: touching cells of DIC-HeLa, scored by SEG -----------------------------
 
 HELA = ROOT.parent / "shared" / "data" / "dic-hela"

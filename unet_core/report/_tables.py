@@ -292,7 +292,8 @@ def crossval_note(folds: int, *, final: bool) -> str:
     )
     return (
         f"Cross-validated over {folds} folds: each fold trained on the labelled slices outside a contiguous "
-        "run and was scored on that run, so every labelled slice was scored once; mean +- standard "
+        "run and was scored on that run with its last checkpoint (the one a final model ships; its best.pt "
+        "was chosen on that run), so every labelled slice was scored once; mean +- standard "
         "deviation over folds (range in brackets). " + shipped
     )
 

@@ -18,9 +18,11 @@ use rule train as train_fold with:
         args=get_fold_train_args,
 
 
+# A fold is scored with its last checkpoint, the one its recipe ships (crossval.final trains as long and
+# keeps the last): best.pt was chosen on these very slices, which would make the figures optimistic.
 rule predict_fold:
     input:
-        model=f"{RESULTS}/cv/fold{{fold}}/model/best.pt",
+        model=f"{RESULTS}/cv/fold{{fold}}/model/last.pt",
         data=f"{RESULTS}/data.ome.zarr",
     output:
         prob=directory(f"{RESULTS}/cv/fold{{fold}}/pred.ome.zarr"),
