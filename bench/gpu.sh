@@ -174,8 +174,8 @@ print(' '.join(config_flags(train)))")
   done
   wait
   log "$folds folds trained in $(($(date +%s) - start)) s (wall, side by side)"
-  for ((k = 0; k < folds; k++)); do
-    run predict --tta "$work/fold$k/best.pt" "$work/isbi.ome.zarr" "$work/pred_fold$k.ome.zarr" \
+  for ((k = 0; k < folds; k++)); do  # last.pt, as the workflow's predict_fold: best.pt chose on these slices
+    run predict --tta "$work/fold$k/last.pt" "$work/isbi.ome.zarr" "$work/pred_fold$k.ome.zarr" \
       >"$out/predict_fold$k.log" 2>&1 &
   done
   wait
