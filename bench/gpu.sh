@@ -11,6 +11,7 @@
 #   bash bench/gpu.sh cv OUT      # 5-fold cross-validation of config/isbi2012.yaml's recipe on the 20
 #                                 # labelled slices: the folds train side by side, then TTA prediction,
 #                                 # segmentation and scoring of each fold's 4 slices, and their summary
+#                                 # (CV_THRESHOLDS="0.3": also segmented at these watershed thresholds)
 #   bash bench/gpu.sh hela OUT    # DIC-HeLa (.data/dic-hela, or $HELA_DATA): config/dic_hela.yaml's
 #                                 # training as is (the paper's network, best.pt by validation SEG), TTA
 #                                 # prediction, then each segment method cut and scored by SEG on the
@@ -179,17 +180,25 @@ print(' '.join(config_flags(train)))")
       >"$out/predict_fold$k.log" 2>&1 &
   done
   wait
-  for ((k = 0; k < folds; k++)); do
-    (run segment "${segment_options[@]}" "$work/pred_fold$k.ome.zarr" "$work/seg_fold$k.ome.zarr" &&
-      run evaluate --slices "fold:$k/$folds" --segmentation "$work/seg_fold$k.ome.zarr" \
-        --out "$work/m_fold$k/metrics.csv" "$work/pred_fold$k.ome.zarr" "$work/isbi.ome.zarr") >/dev/null 2>&1 &
+  # The configured cut, and with CV_THRESHOLDS="0.3 ..." the same watershed at other thresholds (the
+  # predictions are made once): each its own cross-validated summary, cv/ and cv_t<threshold>/.
+  for cut in "" ${CV_THRESHOLDS:-}; do
+    options=("${segment_options[@]}") suffix=""
+    [ -n "$cut" ] && options+=(--threshold "$cut") suffix="_t$cut"
+    for ((k = 0; k < folds; k++)); do
+      (run segment "${options[@]}" "$work/pred_fold$k.ome.zarr" "$work/seg_fold$k$suffix.ome.zarr" &&
+        run evaluate --slices "fold:$k/$folds" --segmentation "$work/seg_fold$k$suffix.ome.zarr" \
+          --out "$work/m_fold$k$suffix/metrics.csv" "$work/pred_fold$k.ome.zarr" "$work/isbi.ome.zarr") \
+        >/dev/null 2>&1 &
+    done
+    wait
+    metrics=() logs=()
+    for ((k = 0; k < folds; k++)); do
+      metrics+=("$work/m_fold$k$suffix/metrics.csv") logs+=("$work/fold$k/train_log.csv")
+    done
+    log "cross-validated, segment ${options[*]}"
+    run crossval "$out/cv$suffix" --metrics "${metrics[@]}" --train-logs "${logs[@]}" 2>&1 | tail -n 40
   done
-  wait
-  metrics=() logs=()
-  for ((k = 0; k < folds; k++)); do
-    metrics+=("$work/m_fold$k/metrics.csv") logs+=("$work/fold$k/train_log.csv")
-  done
-  run crossval "$out/cv" --metrics "${metrics[@]}" --train-logs "${logs[@]}" 2>&1 | tail -n 40
   tar czf "$out/runs.tgz" -C "$out" --remove-files $(cd "$out" && ls train_* predict_*)  # few files come back
 elif [ "$stage" = preset ]; then
   seeds=${SEEDS:-1}
