@@ -33,6 +33,8 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 #     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; export PYTHONUNBUFFERED=1; set -o pipefail;
 #   TRAIN_SECONDS=200 DEADLINE=520 bash bench/gpu.sh all $OUT 2>&1 | tee $OUT/log
+# (first H200 lease: that call took 441 s, then `ITERATIONS=4000 WORKERS=2 bash bench/gpu.sh cv` 271 s, of
+# which 168 s trained the five folds side by side; 8000 iterations, about 340 s of training, fit one call.)
 set -uo pipefail
 stage=${1:?isbi, preset, cv, hela, all or bench}
 out=${2:?output folder}
