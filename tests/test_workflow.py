@@ -271,10 +271,11 @@ def test_a_fold_is_scored_with_the_checkpoint_its_recipe_ships(tmp_path):
         assert len(fold) == 1 and f"cv/fold{k}/model/last.pt" in fold[0], predictions
 
 
-@pytest.mark.parametrize("presets", [["isbi2012"], ["isbi2012", "isbi2012_cpu"]])
-def test_the_isbi_presets_cut_at_the_cross_validated_threshold(presets):
-    """Threshold 0.3 beat 0.5 on every fold, at full width on a GPU and narrow on a CPU (README): every
-    segmentation either ISBI preset delivers, cross-validation folds included, is cut there."""
+@pytest.mark.parametrize("presets, seeds", [(["isbi2012"], 0.9), (["isbi2012", "isbi2012_cpu"], 0.7)])
+def test_the_isbi_presets_cut_at_the_cross_validated_threshold(presets, seeds):
+    """Threshold 0.3 beat 0.5 on every fold, at full width on a GPU and narrow on a CPU; seeds at 0.7
+    steadied the narrow network over training seeds (README): every segmentation either ISBI preset
+    delivers, cross-validation folds included, is cut so."""
     configs = [f"config/{name}.yaml" for name in presets]
     dry = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", *configs],
@@ -285,7 +286,8 @@ def test_the_isbi_presets_cut_at_the_cross_validated_threshold(presets):
     )
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     cuts = [line for line in dry.stdout.splitlines() if "unet-core segment " in line]
-    assert cuts and all("--threshold 0.3 " in line and "--seed-threshold 0.9" in line for line in cuts), cuts
+    cut = ("--threshold 0.3 ", f"--seed-threshold {seeds} ")
+    assert cuts and all(all(flag in line for flag in cut) for line in cuts), cuts
 
 
 # --- the paper's second experiment: touching cells of DIC-HeLa, scored by SEG -----------------------------
