@@ -276,14 +276,8 @@ def test_the_isbi_presets_cut_at_the_cross_validated_threshold(presets, seeds):
     """Threshold 0.3 beat 0.5 on every fold, at full width on a GPU and narrow on a CPU; seeds at 0.7
     steadied the narrow network over training seeds (README): every segmentation either ISBI preset
     delivers, cross-validation folds included, is cut so."""
-    configs = [f"config/{name}.yaml" for name in presets]
-    dry = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", *configs],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    configs = [str(ROOT / "config" / f"{name}.yaml") for name in presets]
+    dry = run_snakemake(ROOT, "-n", "-p", "--configfile", *configs)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     cuts = [line for line in dry.stdout.splitlines() if "unet-core segment " in line]
     cut = ("--threshold 0.3 ", f"--seed-threshold {seeds} ")
