@@ -182,6 +182,10 @@ print(' '.join(config_flags(train)))")
       >"$out/predict_fold$k.log" 2>&1 &
   done
   wait
+  logs=()
+  for ((k = 0; k < folds; k++)); do
+    logs+=("$work/fold$k/train_log.csv")
+  done
   # The configured cut, and with CV_THRESHOLDS="0.3 ..." the same watershed at other thresholds (the
   # predictions are made once): each its own cross-validated summary, cv/ and cv_t<threshold>/.
   for cut in "" ${CV_THRESHOLDS:-}; do
@@ -194,9 +198,9 @@ print(' '.join(config_flags(train)))")
         >/dev/null 2>&1 &
     done
     wait
-    metrics=() logs=()
+    metrics=()
     for ((k = 0; k < folds; k++)); do
-      metrics+=("$work/m_fold$k$suffix/metrics.csv") logs+=("$work/fold$k/train_log.csv")
+      metrics+=("$work/m_fold$k$suffix/metrics.csv")
     done
     log "cross-validated, segment ${options[*]}"
     run crossval "$out/cv$suffix" --metrics "${metrics[@]}" --train-logs "${logs[@]}" 2>&1 | tail -n 40
