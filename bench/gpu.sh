@@ -4,9 +4,10 @@
 #   bash bench/gpu.sh isbi  OUT   # ISBI 2012 (.data/isbi2012): five full-width trainings side by side
 #                                 # (paper SGD with and without the weight average, Adam with it and
 #                                 # three seeds), then TTA prediction + evaluation of slices 16-19 (the
-#                                 # validation split), each and the mean of the Adam runs (a seed ensemble)
+#                                 # validation split), each and the mean of the Adam runs (a seed ensemble);
+#                                 # last.pt everywhere: best.pt was chosen on slices 16-19 themselves
 #   bash bench/gpu.sh preset OUT  # bench/train.py at batch 1, then config/isbi2012.yaml's training as is
-#                                 # on slices 0-15, TTA prediction + evaluation of slices 16-19; with
+#                                 # on slices 0-15, TTA prediction (last.pt) + evaluation of 16-19; with
 #                                 # SEEDS=N, N seeds side by side and also their ensemble (`ensemble: N`)
 #   bash bench/gpu.sh cv OUT      # 5-fold cross-validation of config/isbi2012.yaml's recipe on the 20
 #                                 # labelled slices: the folds train side by side, then TTA prediction,
@@ -115,10 +116,10 @@ if [ "$stage" = isbi ]; then
   for variant in "${variants[@]}"; do
     name=${variant%%|*}
     tail -n 2 "$out/train_$name.log"
-    [ -f "$work/model_$name/best.pt" ] || continue
+    [ -f "$work/model_$name/last.pt" ] || continue
     names+=("$name")
     cp "$work/model_$name/train_log.csv" "$out/train_log_$name.csv"
-    run predict --tta "$work/model_$name/best.pt" "$work/isbi.ome.zarr" "$work/pred_$name.ome.zarr" \
+    run predict --tta "$work/model_$name/last.pt" "$work/isbi.ome.zarr" "$work/pred_$name.ome.zarr" \
       >"$out/predict_$name.log" 2>&1 &
   done
   wait
@@ -229,7 +230,7 @@ print(' '.join(config_flags(train)))")
   for ((k = 0; k < seeds; k++)); do
     run train "${train_options[@]}" --seed "$((base_seed + k))" --threads 2 "$work/isbi.ome.zarr" \
       "$work/model$k" >"$out/train$k.log" 2>&1 &
-    members+=("$work/model$k/best.pt")
+    members+=("$work/model$k/last.pt")
   done
   wait
   log "$seeds training(s) done in $(($(date +%s) - start)) s (wall, side by side)"
