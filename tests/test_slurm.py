@@ -206,12 +206,12 @@ def test_every_gpu_rule_goes_to_the_gpu_partition_with_the_rules_memory(tmp_path
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resources = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M))
-    gpu_rules = {"train", "train_member", "predict_shard", "train_fold", "predict_fold"}
+    gpu_rules = {"train", "train_member", "predict_shard", "train_fold", "train_fold_member", "predict_fold"}
     assert {"prepare", "segment", "evaluate", "report", "predict"} | gpu_rules <= set(resources)
     for rule, line in resources.items():
         partition = "gpuq" if rule in gpu_rules else "debug"
         assert f"slurm_partition={partition}" in line, (rule, line)
-    for rule in ("train", "train_member", "train_fold"):
+    for rule in ("train", "train_member", "train_fold", "train_fold_member"):
         assert "mem_mb=16000" in resources[rule] and "runtime=1440" in resources[rule], resources[rule]
 
 

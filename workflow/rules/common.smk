@@ -74,6 +74,19 @@ def get_fold_train_args(wildcards):
     return fold_train_args(fold=f"{wildcards.fold}/{config['crossval']['folds']}")
 
 
+def get_fold_member_train_args(wildcards):
+    """Member k of a fold's ensemble trains exactly as the fold's member 0 but with seed + k."""
+    fold = f"{wildcards.fold}/{config['crossval']['folds']}"
+    return fold_train_args(fold=fold, seed=config["train"]["seed"] + int(wildcards.member))
+
+
+def get_fold_models(wildcards):
+    """last.pt of every ensemble member of fold k (member 0 in model/, member m in model/member<m>/): the
+    checkpoint the shipped recipe keeps, as a fold is scored with what the recipe ships."""
+    model = f"{RESULTS}/cv/fold{wildcards.fold}/model"
+    return [f"{model}/last.pt"] + [f"{model}/member{m}/last.pt" for m in range(1, config["ensemble"])]
+
+
 def get_volume_path(wildcards):
     """The volume as unet-core reads it (file.h5:/dataset for HDF5)."""
     if wildcards.volume == HELD_OUT:
@@ -106,6 +119,11 @@ def get_benchmark_files():
         rules.export.benchmark,
         *expand(rules.train_member.benchmark, member=range(1, config["ensemble"])),
         *expand(rules.train_fold.benchmark, fold=range(config["crossval"]["folds"])),
+        *expand(
+            rules.train_fold_member.benchmark,
+            fold=range(config["crossval"]["folds"]),
+            member=range(1, config["ensemble"]),
+        ),
         *expand(
             rules.predict_shard.benchmark,
             volume=[HELD_OUT, *VOLUMES["name"]],

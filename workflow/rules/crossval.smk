@@ -1,6 +1,7 @@
 # Cross-validation (config crossval.folds = K >= 2): fold k trains on the labelled slices outside its
-# contiguous run (unet_core.folds), then predicts the store and is scored on its run; `crossval` writes
-# the mean and spread of every metric over the folds and the mean validation curve.
+# contiguous run (unet_core.folds), as many models as the recipe's ensemble, then predicts the store and is
+# scored on its run; `crossval` writes the mean and spread of every metric over the folds and the mean
+# validation curve (of member 0).
 FOLDS = config["crossval"]["folds"]
 
 
@@ -18,11 +19,27 @@ use rule train as train_fold with:
         args=get_fold_train_args,
 
 
-# A fold is scored with its last checkpoint, the one its recipe ships (crossval.final trains as long and
-# keeps the last): best.pt was chosen on these very slices, which would make the figures optimistic.
+# Further members of a fold's ensemble (config `ensemble` > 1): the fold's training with another seed.
+use rule train_fold as train_fold_member with:
+    output:
+        best=f"{RESULTS}/cv/fold{{fold}}/model/member{{member}}/best.pt",
+        last=f"{RESULTS}/cv/fold{{fold}}/model/member{{member}}/last.pt",
+        log_csv=f"{RESULTS}/cv/fold{{fold}}/model/member{{member}}/train_log.csv",
+    log:
+        f"{LOGS}/cv/train.fold{{fold}}.member{{member}}.log",
+    benchmark:
+        f"{LOGS}/cv/train.fold{{fold}}.member{{member}}.benchmark.tsv"
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.best),
+        args=get_fold_member_train_args,
+
+
+# A fold is scored with its last checkpoints (every ensemble member's), the ones its recipe ships
+# (crossval.final trains as long and keeps the last): best.pt was chosen on these very slices, which would
+# make the figures optimistic.
 rule predict_fold:
     input:
-        model=f"{RESULTS}/cv/fold{{fold}}/model/last.pt",
+        model=get_fold_models,
         data=f"{RESULTS}/data.ome.zarr",
     output:
         prob=directory(f"{RESULTS}/cv/fold{{fold}}/pred.ome.zarr"),
