@@ -41,10 +41,15 @@ def memory_per_attempt(mb):
     return mem_mb
 
 
+def member_checkpoints(model_dir, name):
+    """Checkpoint ``name`` of every ensemble member: member 0 in model_dir, member k in
+    model_dir/member<k>/."""
+    return [f"{model_dir}/{name}"] + [f"{model_dir}/member{k}/{name}" for k in range(1, config["ensemble"])]
+
+
 def get_models():
-    """best.pt of every ensemble member: member 0 in model/, member k in model/member<k>/."""
-    members = range(1, config["ensemble"])
-    return [f"{RESULTS}/model/best.pt"] + [f"{RESULTS}/model/member{k}/best.pt" for k in members]
+    """best.pt of every ensemble member of the shipped model."""
+    return member_checkpoints(f"{RESULTS}/model", "best.pt")
 
 
 def get_train_args(**overrides):
@@ -64,27 +69,33 @@ def fold_train_args(**overrides):
     return " ".join([args, *(shlex.quote(a) for a in segment)])
 
 
-def get_member_train_args(wildcards):
+def member_seed(wildcards):
     """Member k trains exactly as member 0 but with seed + k (config.yaml always sets train.seed)."""
-    return get_train_args(seed=config["train"]["seed"] + int(wildcards.member))
+    return config["train"]["seed"] + int(wildcards.member)
+
+
+def fold_of(wildcards):
+    """Cross-validation fold k of crossval.folds as train's --fold: the labelled slices but its run train,
+    the run validates."""
+    return f"{wildcards.fold}/{config['crossval']['folds']}"
+
+
+def get_member_train_args(wildcards):
+    return get_train_args(seed=member_seed(wildcards))
 
 
 def get_fold_train_args(wildcards):
-    """Cross-validation fold k of crossval.folds: the labelled slices but its run train, the run validates."""
-    return fold_train_args(fold=f"{wildcards.fold}/{config['crossval']['folds']}")
+    return fold_train_args(fold=fold_of(wildcards))
 
 
 def get_fold_member_train_args(wildcards):
-    """Member k of a fold's ensemble trains exactly as the fold's member 0 but with seed + k."""
-    fold = f"{wildcards.fold}/{config['crossval']['folds']}"
-    return fold_train_args(fold=fold, seed=config["train"]["seed"] + int(wildcards.member))
+    return fold_train_args(fold=fold_of(wildcards), seed=member_seed(wildcards))
 
 
 def get_fold_models(wildcards):
-    """last.pt of every ensemble member of fold k (member 0 in model/, member m in model/member<m>/): the
-    checkpoint the shipped recipe keeps, as a fold is scored with what the recipe ships."""
-    model = f"{RESULTS}/cv/fold{wildcards.fold}/model"
-    return [f"{model}/last.pt"] + [f"{model}/member{m}/last.pt" for m in range(1, config["ensemble"])]
+    """last.pt of every ensemble member of fold k: the checkpoint the shipped recipe keeps, as a fold is
+    scored with what the recipe ships."""
+    return member_checkpoints(f"{RESULTS}/cv/fold{wildcards.fold}/model", "last.pt")
 
 
 def get_volume_path(wildcards):
