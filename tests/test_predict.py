@@ -109,6 +109,42 @@ def test_blocks_dominated_by_their_halo_get_a_suggestion(tmp_path, model_file, v
         assert ("block_shape (1, 180, 180) or larger keeps that <= 1.5" in caplog.text) is warned
 
 
+def _normalised_model_file(tmp_path, norm):
+    """A checkpoint with ``norm`` layers whose batch statistics are not the identity, as after training."""
+    torch.manual_seed(1)
+    model = UNet(UNetConfig(depth=2, width=4, norm=norm))
+    with torch.no_grad():
+        model.train()(torch.rand(2, 1, 92, 92) * 3.0)  # moves BatchNorm's running statistics
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d | torch.nn.GroupNorm):
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.3, 0.3)
+    path = tmp_path / f"{norm}.pt"
+    state = {"model_config": model.config.to_dict(), "model_state": model.state_dict()}
+    save_checkpoint(path, {**state, "normalization": list(NORMALIZATION)})
+    return path
+
+
+@pytest.mark.parametrize(("norm", "seamless"), [("batch", True), ("group", False)])
+def test_only_group_norm_makes_the_output_depend_on_the_blocks(tmp_path, volume, caplog, norm, seamless):
+    path = _normalised_model_file(tmp_path, norm)
+    io.write_image(tmp_path / "in.ome.zarr", volume, chunks=(1, 45, 70))
+    outputs = {}
+    for block in ((1, 45, 70), (1, 16, 16)):  # whole slices, then blocks smaller than them
+        caplog.clear()
+        out = tmp_path / f"{block[1]}.ome.zarr"
+        predict_file(
+            path,
+            tmp_path / "in.ome.zarr",
+            out,
+            options=PredictOptions(block_shape=block, output_dtype="float32"),
+        )
+        outputs[block] = np.asarray(io.open_volume(out).array[...])
+        warned = "group normalisation, whose output changes with the block" in caplog.text
+        assert warned is (not seamless and block == (1, 16, 16))
+    difference = np.abs(outputs[(1, 45, 70)] - outputs[(1, 16, 16)]).max()
+    assert bool(difference <= 1e-5) is seamless, difference
+
+
 def test_hdf5_input_and_no_partial_output_on_failure(tmp_path, model_file, volume):
     path, _ = model_file
     with h5py.File(tmp_path / "v.h5", "w") as f:

@@ -274,6 +274,7 @@ def predict_file(
         raise ValueError(f"{output_path}: a file, not an OME-Zarr folder; remove it or choose another output")
     blocks = plan_blocks(volume.shape, options.block_shape)
     _warn_if_halo_dominates(options.block_shape, volume.shape, predictor.depth)
+    _warn_if_blocks_change_the_output(predictor.model, options.block_shape, volume.shape, model_path)
     store = PredictionStore(output_path)
     key = fingerprint(predictor.model, (predictor.low, predictor.high), volume, options, predictor.device)
     target = store.open(volume=volume, options=options, key=key, n_blocks=len(blocks))
@@ -356,6 +357,21 @@ def _warn_if_halo_dominates(block_shape: Sequence[int], shape: Sequence[int], de
             "blocks of %s pixels compute %.2f input voxels per output voxel with a depth-%d U-Net; "
             "block_shape (1, %d, %d) or larger keeps that <= %.1f",
             tuple(block_yx), overhead, depth, *[block_side_for_overhead(depth, HALO_LIMIT)] * 2, HALO_LIMIT,
+        )  # fmt: skip
+
+
+def _warn_if_blocks_change_the_output(
+    model: torch.nn.Module, block_shape: Sequence[int], shape: Sequence[int], model_path: Any
+) -> None:
+    """GroupNorm normalises by each block's own statistics, so a block's output depends on the block:
+    smaller blocks than the slices show seams at their borders (README: group normalisation)."""
+    group_norm = any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    if group_norm and any(b < s for b, s in zip(block_shape[1:], shape[1:], strict=True)):
+        log.warning(
+            "%s: the model uses group normalisation, whose output changes with the block: blocks of %s "
+            "pixels will show seams in slices of %s; predict whole slices (block_shape (1, %d, %d)) or "
+            "train with norm: batch",
+            model_path, tuple(block_shape[1:]), tuple(shape[1:]), *shape[1:],
         )  # fmt: skip
 
 
