@@ -12,7 +12,8 @@
 #   bash bench/gpu.sh cv OUT      # 5-fold cross-validation of config/isbi2012.yaml's recipe on the 20
 #                                 # labelled slices: the folds train side by side, then TTA prediction,
 #                                 # segmentation and scoring of each fold's 4 slices, and their summary
-#                                 # (CV_THRESHOLDS="0.3": also segmented at these watershed thresholds)
+#                                 # (CV_THRESHOLDS="0.3": also segmented at these watershed thresholds;
+#                                 # NORM=batch: the recipe with batch norm, as the CPU recipe trains)
 #   bash bench/gpu.sh hela OUT    # DIC-HeLa (.data/dic-hela, or $HELA_DATA): config/dic_hela.yaml's
 #                                 # training as is (the paper's network, best.pt by validation SEG), TTA
 #                                 # prediction, then each segment method cut and scored by SEG on the
@@ -166,6 +167,7 @@ batch = train.get('batch_size', 1)
 train.update(iterations=max(8, round($budget * $rate * 0.9 / $folds / batch)),
              num_workers=${WORKERS:-max(1, $workers // $folds)})
 train['val_every'] = max(1, train['iterations'] // 10)
+if '${NORM:-}': train['norm'] = '${NORM:-}'
 print(' '.join(config_flags(train)))")
   log "train ${train_options[*]}"
   run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
