@@ -9,13 +9,12 @@ through these; training validates with them.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 
-from .model import Ensemble, UNet, memory_format
+from .model import Ensemble, UNet, bf16_autocast, memory_format
 from .tiling import Roi, network_input, plan_blocks, read_mirrored
 
 
@@ -50,15 +49,14 @@ class TilePredictor:
         compile: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.memory_format = memory_format(self.device, channels_last)
+        self.memory_format = memory_format(channels_last)
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
         # torch.compile pays off on long runs; border tiles of other shapes trigger recompilations.
         self.network = torch.compile(self.model) if compile else self.model
         self.depth = model.config.depth
         self.low, self.high = normalization
         self.tta = tta
-        use_bf16 = bf16 and self.device.type == "cuda"
-        self._autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        self._autocast = bf16_autocast(self.device, bf16)
 
     def region(self, source: Any, write_roi: Roi) -> np.ndarray:
         """Cell probability (float32) of ``write_roi`` (z, y, x) computed from ``source``."""

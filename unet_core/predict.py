@@ -63,9 +63,10 @@ class PredictOptions:
     device : str
         ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:<index>``.
     bf16 : bool
-        bfloat16 autocast on CUDA GPUs; the CPU computes in float32.
+        bfloat16 autocast where the hardware computes it: CUDA GPUs and CPUs with AMX units (Intel Xeon
+        4th generation on); other CPUs compute in float32, where bfloat16 would be emulated.
     channels_last : bool
-        NHWC memory layout on CUDA (faster convolutions on tensor cores); the CPU keeps NCHW.
+        NHWC memory layout: faster convolutions on tensor cores and in oneDNN's CPU kernels.
     compile : bool
         torch.compile the network (pays off on long runs; border blocks of other shapes recompile).
     prefetch : int

@@ -18,7 +18,6 @@ import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from .dataset import TileDataset, TrainingStore, intensity_range
 from .evaluate_cells import cell_validation_metrics
 from .folds import fold_slices, read_at
 from .inference import TilePredictor, predict_array, resolve_device
-from .model import UNet, memory_format
+from .model import UNet, bf16_autocast, memory_format
 from .parallel import usable_cpus
 from .report import save_figure, training_figure
 from .segment import SegmentOptions, cell_map, segment_slice
@@ -159,10 +158,9 @@ def build_trainer(
         )
         extras = {"segment_options": dataclasses.asdict(segment)}  # they choose best.pt
     torch.manual_seed(cfg.seed)  # the network's initialisation, then the dropout stream
-    layout = memory_format(device, cfg.channels_last)
+    layout = memory_format(cfg.channels_last)
     model = UNet(cfg.model).to(device, memory_format=layout)
     optimizer = build_optimizer(cfg, model.parameters())
-    use_bf16 = cfg.bf16 and device.type == "cuda"
     validate = functools.partial(
         validate_model,
         raw=val_raw,
@@ -190,7 +188,7 @@ def build_trainer(
         val_every=cfg.val_every,
         select_metric=cfg.select_metric,
         grad_clip=cfg.grad_clip,
-        autocast=torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext(),
+        autocast=bf16_autocast(device, cfg.bf16),
         compile=cfg.compile,
         average=WeightAverage(model, cfg.ema) if cfg.ema > 0 else None,
         state_extras={
