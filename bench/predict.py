@@ -37,7 +37,7 @@ from unet_core import io
 from unet_core.blockwise import ModelHandle, VolumeReference, read_block_input
 from unet_core.checkpoint import save_checkpoint
 from unet_core.inference import TilePredictor, resolve_device
-from unet_core.model import UNet, UNetConfig
+from unet_core.model import UNet, UNetConfig, bf16_autocast, memory_format
 from unet_core.parallel import in_order
 from unet_core.predict import ChunkWriter, PredictionStore, PredictOptions, predict_file, write_blocks
 from unet_core.tiling import Block, network_input, plan_blocks, read_mirrored
@@ -107,12 +107,11 @@ def monai_rate(checkpoint: Path, source: Path, args: argparse.Namespace, overlap
 
     device = resolve_device(args.device)
     model, _ = load_model(checkpoint, device=device)
-    on_gpu = device.type == "cuda"  # the same bf16 + channels_last as our pipeline there
-    model = model.eval().to(memory_format=torch.channels_last if on_gpu else torch.contiguous_format)
+    model = model.eval().to(memory_format=memory_format(True))  # our pipeline's layout and precision
     halo = context(args.depth) // 2
 
     def window(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+        with bf16_autocast(device, True):
             logits = model(torch.nn.functional.pad(x, (halo,) * 4, mode="reflect"))
         return torch.softmax(logits.float(), dim=1)
 

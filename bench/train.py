@@ -7,9 +7,12 @@ Both use the same model, tile size and batch, measured one after the other in th
   `Trainer.fit` gets them, then the same step;
 - with --contended: the bare step again while --workers processes augment tiles without pause (the loader
   workers' CPU load without their data), which tells a host slowed by busy CPUs (shared cores, memory
-  bandwidth) from the cost of moving tiles between processes when the full loop falls short.
+  bandwidth) from the cost of moving tiles between processes when the full loop falls short;
+- the bare step in float32 and NCHW, the baseline of bf16 autocast and channels_last (on a CPU without
+  AMX units, where bf16 does not apply, the ratio is that of the layout alone).
 
     python bench/train.py                      # CPU: depth 3, width 16, 188 tiles
+    python bench/train.py --batch 2 --norm batch --steps 200   # config/isbi2012_cpu.yaml's network
     python bench/train.py --depth 4 --width 64 --tile 572 --workers 8   # the paper's setup (GPU)
 """
 
@@ -20,10 +23,12 @@ import itertools
 import multiprocessing
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from unet_core.model import native_bf16
 from unet_core.prepare import PrepareConfig, prepare
 from unet_core.train import TrainConfig, Trainer, flushed_denormals
 from unet_core.training import build_trainer
@@ -73,6 +78,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=188)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--norm", default="none", choices=["none", "batch", "group"])
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--contended", action="store_true", help="also the bare step beside busy workers")
@@ -83,7 +89,7 @@ def main() -> None:
         prepare(store, PrepareConfig(synthetic_shape=(8, 512, 512), train_slices=(0, 6), val_slices=(6, 8)))
         cfg = TrainConfig(
             depth=args.depth, width=args.width, tile_size=args.tile, batch_size=args.batch,
-            iterations=args.steps + 1, num_workers=args.workers, optimizer="sgd",
+            iterations=args.steps + 1, num_workers=args.workers, optimizer="sgd", norm=args.norm,
         )  # fmt: skip
         trainer = build_trainer(store, Path(tmp) / "model", cfg)
         trainer.model.train()
@@ -97,12 +103,23 @@ def main() -> None:
                 contended = timed_contended_steps(
                     trainer, [first] * (args.steps + 1), args.steps, args.workers
                 )
+            # The baseline: float32 in NCHW, the CPU's only path before bf16 and channels_last applied there.
+            trainer.autocast = nullcontext()
+            trainer.model.to(memory_format=torch.contiguous_format)
+            plain = tuple(tensor.contiguous() for tensor in first)
+            baseline = timed_steps(trainer, [plain] * (args.steps + 1), args.steps)
     device = torch.cuda.get_device_name() if trainer.device.type == "cuda" else f"CPU, {args.threads} threads"
     tiles = args.steps * args.batch
-    print(f"device: {device}; depth {args.depth}, width {args.width}, tile {args.tile}, batch {args.batch}")
+    print(
+        f"device: {device}; depth {args.depth}, width {args.width}, norm {args.norm}, tile {args.tile},"
+        f" batch {args.batch}"
+    )
     print(f"bare step on pre-made tensors : {tiles / bare:8.2f} tiles/s")
     print(f"full loop (load + augment)    : {tiles / full:8.2f} tiles/s  ({args.workers} loader workers)")
     print(f"ratio full / bare             : {bare / full:8.3f}   (target >= 0.9)")
+    precision = "bf16" if native_bf16(trainer.device) else "float32"
+    print(f"bare step, float32 NCHW       : {tiles / baseline:8.2f} tiles/s")
+    print(f"ratio bare ({precision}, NHWC) / float32 NCHW: {baseline / bare:6.3f}")
     if args.contended:
         busy = f"{args.workers} processes augmenting"
         print(f"bare step, CPUs busy          : {tiles / contended:8.2f} tiles/s  ({busy})")

@@ -1,10 +1,13 @@
+import copy
 import doctest
 
 import numpy as np
 import pytest
+import torch
 
-from unet_core import inference
-from unet_core.inference import decode, encode
+from unet_core import inference, model
+from unet_core.inference import TilePredictor, decode, encode
+from unet_core.model import UNet, UNetConfig, native_bf16
 
 STORED = [np.uint8, np.uint16, np.int16, np.int32, np.float16, np.float32, np.float64]
 
@@ -40,3 +43,32 @@ def test_decode_inverts_encode(stored):
 def test_docstring_examples():
     failures, tried = doctest.testmod(inference)
     assert tried > 0 and failures == 0
+
+
+def test_the_cpu_defaults_bf16_and_nhwc_agree_with_float32_nchw():
+    """bf16 autocast (on CPUs with AMX units) and channels_last are the CPU's defaults: they change the
+    probabilities by bf16's rounding at most, never by a misplaced axis."""
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=2, width=8, norm="batch")).eval()
+    with torch.no_grad():  # statistics away from 0 and 1, so the probabilities spread
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    tiles = np.random.default_rng(0).integers(0, 256, (2, 124, 124), dtype=np.uint8)
+    fast = TilePredictor(copy.deepcopy(net), device="cpu").tiles(tiles)
+    plain = TilePredictor(copy.deepcopy(net), device="cpu", bf16=False, channels_last=False).tiles(tiles)
+    assert fast.shape == plain.shape == (2, 84, 84)
+    assert plain.std() > 0.01  # a map with something to get wrong
+    tolerance = 0.02 if native_bf16(torch.device("cpu")) else 1e-5
+    assert np.abs(fast - plain).max() <= tolerance
+
+
+def test_native_bf16_is_cuda_or_a_cpu_with_amx(monkeypatch):
+    assert native_bf16(torch.device("cuda"))
+    amx = torch.cpu._is_amx_tile_supported()
+    assert native_bf16(torch.device("cpu")) == amx
+    assert isinstance(model.bf16_autocast(torch.device("cpu"), True), torch.autocast) == amx
+    assert not isinstance(model.bf16_autocast(torch.device("cpu"), False), torch.autocast)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the private probe
+    assert not native_bf16(torch.device("cpu"))
