@@ -140,7 +140,8 @@ The U-Net of Ronneberger, Fischer and Brox (2015) {SUBJECT[labels_kind]}
   {min_size} + k x {2**depth} pixels per side (k = 0, 1, ...). The outer {halo} pixels per side of an output
   tile (the declared halo: the context its other pixels need) are zeros, which tiling consumers crop: they
   overlap tiles by the halo and mirror the image at its border. Tiles laid that way from the image's
-  corner share one pooling grid and give the values of `unet-core predict` of the image, wherever its
+  corner share one pooling grid and give the values of `unet-core predict --no-bf16` of the image (float32,
+  as here; its bf16 default on GPUs and AMX CPUs differs by bf16's rounding), wherever its
   sides are multiples of {2**depth}: otherwise bioimageio.core moves the last tile back to end at the
   border, off the grid, and its pixels differ (a pooling U-Net's output depends on the grid's phase).
 - Test-time augmentation is not part of the package.
@@ -174,7 +175,7 @@ Labels: cell interior versus membrane; loss: the paper's weighted cross entropy.
 `test_input.npy` is a crop of training slice z = {test_origin[0]} of the prepared store from row
 {test_origin[1]} and column {test_origin[2]} (mirrored where it leaves the slice, as `unet-core predict`
 mirrors); `test_output.npy` is this package's output for it: zeros in the halo, and inside it the values
-of `unet-core predict` for those pixels.
+of `unet-core predict --no-bf16` for those pixels.
 
 ## Cite
 
