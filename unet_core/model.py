@@ -178,8 +178,8 @@ def bf16_autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
-    """NHWC when asked: the fast layout of tensor cores and of oneDNN's CPU convolutions (on a 2-core Xeon,
-    float32 inference took half the time of NCHW; bench/train.py, bench/predict.py)."""
+    """NHWC when asked: the fast layout of tensor cores and of oneDNN's CPU convolutions (README, "bf16 and
+    NHWC on the CPU")."""
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
