@@ -39,7 +39,14 @@ from unet_core.checkpoint import save_checkpoint
 from unet_core.inference import TilePredictor, resolve_device
 from unet_core.model import UNet, UNetConfig, bf16_autocast, memory_format
 from unet_core.parallel import in_order
-from unet_core.predict import ChunkWriter, PredictionStore, PredictOptions, predict_file, write_blocks
+from unet_core.predict import (
+    PROBABILITY_COMPRESSION_LEVEL,
+    ChunkWriter,
+    PredictionStore,
+    PredictOptions,
+    predict_file,
+    write_blocks,
+)
 from unet_core.tiling import Block, network_input, plan_blocks, read_mirrored
 
 H200_CEILING_MPX = {"eager bf16": 156.0, "compiled bf16": 249.0}
@@ -127,14 +134,28 @@ def monai_rate(checkpoint: Path, source: Path, args: argparse.Namespace, overlap
     return float(np.prod(args.shape)) / (time.perf_counter() - start)
 
 
-def pipeline_rate(checkpoint: Path, source: Path, folder: Path, args: argparse.Namespace) -> float:
+def pipeline_rate(checkpoint: Path, source: Path, folder: Path, args: argparse.Namespace, run: int) -> float:
     options = PredictOptions(block_shape=tuple(args.block), device=args.device, compile=args.compile)
-    # Same warm-up as raw; with --compile it also fills inductor's cache, so the timed run only pays
-    # for re-tracing its freshly loaded model, as a user's second run would.
-    predict_file(checkpoint, source, folder / "warmup.ome.zarr", options=options)
+    if run == 0:
+        # Same warm-up as raw; with --compile it also fills inductor's cache, so the timed runs only pay
+        # for re-tracing their freshly loaded model, as a user's second run would.
+        predict_file(checkpoint, source, folder / "warmup.ome.zarr", options=options)
     start = time.perf_counter()
-    predict_file(checkpoint, source, folder / "output.ome.zarr", options=options)
+    predict_file(checkpoint, source, folder / f"output{run}.ome.zarr", options=options)
     return float(np.prod(args.shape)) / (time.perf_counter() - start)
+
+
+def model_and_pipeline(
+    checkpoint: Path, source: Path, folder: Path, args: argparse.Namespace
+) -> tuple[float, float, float]:
+    """Medians of the bare model's and the pipeline's rates over ``args.repeats`` alternating runs, and
+    the halo overhead: on two shared cores one run of either varies by a third."""
+    raws, pipes = [], []
+    for run in range(args.repeats):
+        raw, halo = raw_model_rate(checkpoint, source, args)
+        raws.append(raw)
+        pipes.append(pipeline_rate(checkpoint, source, folder, args, run))
+    return statistics.median(raws), statistics.median(pipes), halo
 
 
 def threaded_pipeline(
@@ -224,6 +245,22 @@ def side_by_side(
     )
 
 
+def chunk_write_ms(values: np.ndarray, folder: Path, level: int) -> tuple[float, float]:
+    """Milliseconds per chunk to store ``values`` (the pipeline's output, chunk by chunk) into a fresh
+    OME-Zarr array at Blosc zstd ``level``, and the compression ratio reached."""
+    path = folder / f"level{level}.ome.zarr"
+    target = io.create_image(
+        zarr.open_group(store=str(path), mode="w", zarr_format=3), "", shape=values.shape,
+        dtype=values.dtype, chunks=(1, *values.shape[1:]), compression_level=level,
+    )  # fmt: skip
+    start = time.perf_counter()
+    for z in range(values.shape[0]):
+        target[z] = values[z]
+    elapsed = time.perf_counter() - start
+    stored = sum(f.stat().st_size for f in (path / "0" / "c").rglob("*") if f.is_file())  # chunks only
+    return 1e3 * elapsed / values.shape[0], values.nbytes / stored
+
+
 def scheduler_cost_per_task(threads: int, n: int = 2000) -> float:
     """Seconds the threaded scheduler spends per task, measured on ``n`` tasks that do nothing."""
     from dask.threaded import get
@@ -254,6 +291,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (raw and pipeline)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of model and pipeline")
     parser.add_argument("--skip-memory", action="store_true", help="skip the peak-RSS runs")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "INPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -273,12 +311,20 @@ def main() -> None:
             f"device: {name}; U-Net depth {args.depth} width {args.width};"
             f" volume {args.shape}, block {args.block}{', torch.compile' if args.compile else ''}"
         )
-        raw, halo = raw_model_rate(checkpoint, source, args)
-        pipe = pipeline_rate(checkpoint, source, folder, args)
-        print(f"raw model on the same tiles : {raw / 1e6:8.3f} Mvox/s")
+        raw, pipe, halo = model_and_pipeline(checkpoint, source, folder, args)
+        print(f"raw model on the same tiles : {raw / 1e6:8.3f} Mvox/s   (median of {args.repeats} runs)")
         print(f"pipeline Zarr -> Zarr       : {pipe / 1e6:8.3f} Mvox/s")
         print(f"efficiency (pipeline / raw) : {pipe / raw:8.3f}   (target >= 0.85 on CPU)")
         print(f"halo overhead (in/out vox)  : {halo:8.3f}   (target <= 1.5 for the default tile)")
+        values = io.open_volume(folder / "output0.ome.zarr").array[...]
+        (folder / "levels").mkdir()
+        shipped_ms, shipped_ratio = chunk_write_ms(values, folder / "levels", PROBABILITY_COMPRESSION_LEVEL)
+        level5_ms, level5_ratio = chunk_write_ms(values, folder / "levels", 5)
+        print(
+            f"storing a slice of probabilities: level {PROBABILITY_COMPRESSION_LEVEL} {shipped_ms:.2f} ms "
+            f"({shipped_ratio:.2f}x smaller), level 5 {level5_ms:.2f} ms ({level5_ratio:.2f}x): "
+            f"{level5_ms / shipped_ms:.2f}x the time"
+        )
         # The host's own speed is measured on a volume 4x deeper: a no-op run of the base volume takes
         # a few tens of ms, of which starting the threads and bars is a fixed part.
         (folder / "noop").mkdir()
