@@ -257,8 +257,7 @@ def chunk_write_ms(values: np.ndarray, folder: Path, level: int) -> tuple[float,
     for z in range(values.shape[0]):
         target[z] = values[z]
     elapsed = time.perf_counter() - start
-    stored = sum(f.stat().st_size for f in (path / "0" / "c").rglob("*") if f.is_file())  # chunks only
-    return 1e3 * elapsed / values.shape[0], values.nbytes / stored
+    return 1e3 * elapsed / values.shape[0], values.nbytes / target.nbytes_stored()
 
 
 def scheduler_cost_per_task(threads: int, n: int = 2000) -> float:
