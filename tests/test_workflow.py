@@ -298,17 +298,20 @@ def test_a_fold_is_scored_with_the_ensemble_its_recipe_ships(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "presets, norm, seeds, members, folds",
+    "presets, norm, gray, seeds, members, folds",
     [
-        (["isbi2012"], None, 0.9, 1, 0),
-        (["isbi2012", "isbi2012_cpu"], "batch", 0.8, 3, 5),
+        (["isbi2012"], None, None, 0.9, 1, 0),
+        (["isbi2012", "isbi2012_cpu"], "batch", (0.4, 0.2, 0.4, 0.06), 0.7, 3, 5),
     ],  # GPU: bench/gpu.sh cv
 )
-def test_the_isbi_presets_train_cut_and_average_as_cross_validated(presets, norm, seeds, members, folds):
+def test_the_isbi_presets_train_cut_and_average_as_cross_validated(
+    presets, norm, gray, seeds, members, folds
+):
     """Threshold 0.3 beat 0.5 on every fold, at full width on a GPU and narrow on a CPU; on a CPU batch
-    norm lowered every training seed, seeds at 0.8 beat 0.7 and 0.9, and three shorter trainings averaged
-    beat one longer one (README): every model either ISBI preset trains, the folds' included, is so
-    normalised, every segmentation so cut, and every prediction averages the preset's members."""
+    norm lowered every training seed, twice the default gray-value augmentation lowered every seed and
+    held on gray values training never saw, seeds at 0.7 then beat 0.8 and 0.9, and three trainings
+    averaged beat one longer one (README): every model either ISBI preset trains, the folds' included, is
+    so normalised and augmented, every segmentation so cut, and every prediction averages its members."""
     configs = [str(ROOT / "config" / f"{name}.yaml") for name in presets]
     dry = run_snakemake(ROOT, "-n", "-p", "--configfile", *configs)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
@@ -316,6 +319,12 @@ def test_the_isbi_presets_train_cut_and_average_as_cross_validated(presets, norm
     assert len(trainings) == members * (folds + 1), trainings
     normalised = [f"--norm {norm} " in line if norm else "--norm" not in line for line in trainings]
     assert all(normalised), trainings  # the GPU preset trains without, as the paper
+    if gray:
+        strengths = list(zip(("contrast", "brightness", "gamma", "noise-std"), gray, strict=True))
+        augmented = [all(f"--aug-{name} {value} " in line for name, value in strengths) for line in trainings]
+    else:
+        augmented = ["--aug-contrast" not in line for line in trainings]
+    assert all(augmented), trainings  # the GPU preset keeps the defaults
     cuts = [line for line in dry.stdout.splitlines() if "unet-core segment " in line]
     cut = ("--threshold 0.3 ", f"--seed-threshold {seeds} ")
     assert cuts and all(all(flag in line for flag in cut) for line in cuts), cuts
