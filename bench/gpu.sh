@@ -13,7 +13,8 @@
 #                                 # labelled slices: the folds train side by side, then TTA prediction,
 #                                 # segmentation and scoring of each fold's 4 slices, and their summary
 #                                 # (CV_THRESHOLDS="0.3": also segmented at these watershed thresholds;
-#                                 # NORM=batch: the recipe with batch norm, as the CPU recipe trains)
+#                                 # NORM=batch: the recipe with batch norm, as the CPU recipe trains;
+#                                 # CPU_AUG=1: with config/isbi2012_cpu.yaml's gray-value strengths)
 #   bash bench/gpu.sh hela OUT    # DIC-HeLa (.data/dic-hela, or $HELA_DATA): config/dic_hela.yaml's
 #                                 # training as is (the paper's network, best.pt by validation SEG), TTA
 #                                 # prediction, then each segment method cut and scored by SEG on the
@@ -37,6 +38,8 @@
 #   TRAIN_SECONDS=200 DEADLINE=520 bash bench/gpu.sh all $OUT 2>&1 | tee $OUT/log
 # (first H200 lease: that call took 441 s, then `ITERATIONS=4000 WORKERS=2 bash bench/gpu.sh cv` 271 s, of
 # which 168 s trained the five folds side by side; 8000 iterations, about 340 s of training, fit one call.)
+# Next lease, two such calls: `ITERATIONS=8000 WORKERS=2 bash bench/gpu.sh cv $OUT/plain` (the paper's
+# recipe), then the same with `NORM=batch CPU_AUG=1` and `$OUT/cpu_recipe` (the CPU ladder's winners).
 set -uo pipefail
 stage=${1:?isbi, preset, cv, hela, all or bench}
 out=${2:?output folder}
@@ -168,6 +171,9 @@ train.update(iterations=max(8, round($budget * $rate * 0.9 / $folds / batch)),
              num_workers=${WORKERS:-max(1, $workers // $folds)})
 train['val_every'] = max(1, train['iterations'] // 10)
 if '${NORM:-}': train['norm'] = '${NORM:-}'
+if '${CPU_AUG:-}':
+    cpu = yaml.safe_load(open('config/isbi2012_cpu.yaml'))['train']
+    train.update({key: value for key, value in cpu.items() if key.startswith('aug_')})
 print(' '.join(config_flags(train)))")
   log "train ${train_options[*]}"
   run prepare --data-dir .data/isbi2012 --raw train-volume.tif --labels train-labels.tif \
