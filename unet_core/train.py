@@ -125,6 +125,8 @@ class TrainConfig:
         Augmentation: points per axis of the coarse elastic grid (the paper: 3); >= 2, or 0 for none.
     aug_rotation_degrees : float
         Augmentation: rotation angle drawn uniformly in [-value, value], at most 180.
+    aug_scale : float
+        Augmentation: zoom drawn log-uniformly in [1 / (1 + value), 1 + value]; 0: none (the paper).
     aug_contrast : float
         Augmentation: contrast factor drawn uniformly in [1 - value, 1 + value] around the tile mean; < 1.
     aug_brightness : float
@@ -168,6 +170,7 @@ class TrainConfig:
     aug_elastic_sigma: float = AugmentConfig.elastic_sigma
     aug_elastic_grid: int = AugmentConfig.elastic_grid
     aug_rotation_degrees: float = AugmentConfig.rotation_degrees
+    aug_scale: float = AugmentConfig.scale
     aug_contrast: float = AugmentConfig.contrast
     aug_brightness: float = AugmentConfig.brightness
     aug_gamma: float = AugmentConfig.gamma

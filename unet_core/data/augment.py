@@ -5,8 +5,8 @@ One call of :func:`augment` draws, in this order and each only when enabled in
 
 1. one of the 8 dihedral transforms (rot90 x flip), applied exactly as an index permutation
    (only the 4 that keep the shape when the tile is not square);
-2. a small rotation angle and an elastic displacement field, combined into ONE coordinate map so
-   every array is resampled once (raw and weights bilinear, labels nearest, mirror boundary);
+2. a small rotation angle, a zoom and an elastic displacement field, combined into ONE coordinate map
+   so every array is resampled once (raw and weights bilinear, labels nearest, mirror boundary);
 3. gray-value changes of raw only: contrast, brightness, gamma, additive Gaussian noise.
 
 Everything is numpy/scipy and deterministic given the ``np.random.Generator``.
@@ -48,6 +48,9 @@ class AugmentConfig:
         Coarse grid size per axis (paper: 3); must be >= 2 unless 0.
     rotation_degrees : float
         Rotation angle drawn uniformly in [-rotation_degrees, rotation_degrees], at most 180.
+    scale : float
+        Zoom factor drawn log-uniformly in [1 / (1 + scale), 1 + scale] (not in the paper): the same
+        cells at other pixel sizes, as another microscope's stack shows them.
     contrast : float
         Contrast factor drawn uniformly in [1 - contrast, 1 + contrast] around the tile mean; < 1.
     brightness : float
@@ -62,6 +65,7 @@ class AugmentConfig:
     elastic_sigma: float = 10.0
     elastic_grid: int = 3
     rotation_degrees: float = 15.0
+    scale: float = 0.0
     contrast: float = 0.2
     brightness: float = 0.1
     gamma: float = 0.2
@@ -215,9 +219,10 @@ def _source_block(
     rows: slice,
     shape: tuple[int, int],
     angle_degrees: float,
+    zoom: float,
     field: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Input coordinates sampled by output ``rows``: rotation about the centre plus the field.
+    """Input coordinates sampled by output ``rows``: rotation and zoom about the centre plus the field.
 
     ``field`` is (W_y, coarse @ W_x^T) of :func:`dense_displacement`, so only these rows of the
     dense displacement are ever built.
@@ -226,7 +231,7 @@ def _source_block(
     y = np.arange(rows.start, rows.stop, dtype=np.float64)[:, None] - center_y
     x = np.arange(shape[1], dtype=np.float64) - center_x
     angle = math.radians(angle_degrees)
-    cos, sin = math.cos(angle), math.sin(angle)
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     source_y = cos * y - sin * x + center_y
     source_x = sin * y + cos * x + center_x
     if field is not None:
@@ -242,9 +247,10 @@ def warp(
     weights: np.ndarray,
     *,
     angle_degrees: float = 0.0,
+    zoom: float = 1.0,
     coarse: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample a tile once through a rotation about its centre plus an elastic displacement.
+    """Resample a tile once through a rotation and zoom about its centre plus an elastic displacement.
 
     Parameters
     ----------
@@ -254,6 +260,8 @@ def warp(
     angle_degrees : float
         Rotation about the tile centre; a positive angle turns the content clockwise as displayed
         with rows downward (90 degrees gives ``np.rot90(image, -1)``).
+    zoom : float
+        Magnification about the tile centre, > 0: 2 shows the middle half of the tile at twice the size.
     coarse : ndarray, shape (2, gy, gx), optional
         Coarse displacement grid (see :func:`draw_elastic_grid`); its bicubic interpolation
         (:func:`dense_displacement`) is added to the rotated source coordinates.
@@ -266,12 +274,14 @@ def warp(
 
     Notes
     -----
-    Output pixel p samples the input at R(angle) (p - c) + c + u(p), c = tile centre, u = dense
+    Output pixel p samples the input at R(angle) (p - c) / zoom + c + u(p), c = tile centre, u = dense
     displacement; equal to ``scipy.ndimage.map_coordinates`` with ``order=1`` (raw, weights) or
     ``order=0`` (labels) and ``mode="mirror"`` up to float32 rounding. Raw and weights are clipped
     to their input [min, max], which only removes float32 rounding overshoot of the lerps.
     """
     raw, labels, weights = _check_tile(raw, labels, weights)
+    if not 0 < zoom < math.inf:
+        raise ValueError(f"zoom must be a finite number > 0, got {zoom}")
     shape = raw.shape
     field = None
     if coarse is not None:
@@ -286,7 +296,7 @@ def warp(
     step = max(1, _BLOCK_PIXELS // shape[1])
     for start in range(0, shape[0], step):
         rows = slice(start, min(start + step, shape[0]))
-        source_y, source_x = _source_block(rows, shape, float(angle_degrees), field)
+        source_y, source_x = _source_block(rows, shape, float(angle_degrees), float(zoom), field)
         low_y, high_y, frac_y = _axis_sampling(source_y, shape[0])
         low_x, high_x, frac_x = _axis_sampling(source_x, shape[1])
         low_y, high_y = low_y * shape[1], high_y * shape[1]  # flat row offsets
@@ -401,7 +411,7 @@ def augment(
 
     Notes
     -----
-    Order: dihedral transform (exact), rotation + elastic field in one resampling
+    Order: dihedral transform (exact), rotation + zoom + elastic field in one resampling
     (:func:`warp`), gray values (raw only). Ronneberger et al. 2015, section 3.1.
 
     Examples
@@ -420,13 +430,14 @@ def augment(
     if config.flip_rotate:
         arrays = _dihedral(arrays, rng)
     angle = rng.uniform(-config.rotation_degrees, config.rotation_degrees) if config.rotation_degrees else 0.0
+    zoom = math.exp(rng.uniform(-math.log1p(config.scale), math.log1p(config.scale))) if config.scale else 1.0
     coarse = (
         draw_elastic_grid(rng, grid=config.elastic_grid, sigma=config.elastic_sigma)
         if config.elastic
         else None
     )
-    if config.rotation_degrees or coarse is not None:
-        raw, labels, weights = warp(*arrays, angle_degrees=angle, coarse=coarse)
+    if config.rotation_degrees or config.scale or coarse is not None:
+        raw, labels, weights = warp(*arrays, angle_degrees=angle, zoom=zoom, coarse=coarse)
     else:
         raw, labels, weights = (np.array(array, order="C") for array in arrays)
     if config.gray:
