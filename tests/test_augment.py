@@ -171,6 +171,46 @@ def test_rotation_alone_turns_about_the_centre():
     assert not np.allclose(out_raw, raw)
 
 
+def test_zoom_alone_stays_within_its_range_and_spans_it():
+    # a centred square of side 21: its side after the zoom is the drawn factor times 21
+    raw = np.zeros((101, 101), np.float32)
+    raw[40:61, 40:61] = 1
+    tile = (raw, (raw > 0).astype(np.int32), np.ones_like(raw))
+    config = dataclasses.replace(OFF, scale=0.5)
+    sides = [
+        np.sqrt(augment(*tile, rng=np.random.default_rng(seed), config=config)[1].sum()) for seed in range(40)
+    ]
+    assert 21 / 1.5 - 1 <= min(sides) < 17 and 25 < max(sides) <= 21 * 1.5 + 1
+
+
+def test_zoom_is_drawn_only_when_enabled():
+    # with the zoom off, augment draws what it drew before the zoom existed: the seeds keep their tiles
+    tile = _tile()
+    for scale, draws in ((0.0, 1), (0.3, 2)):
+        rng = np.random.default_rng(3)
+        augment(*tile, rng=rng, config=dataclasses.replace(OFF, rotation_degrees=10.0, scale=scale))
+        expected = np.random.default_rng(3)
+        for _ in range(draws):
+            expected.uniform()
+        assert rng.random() == expected.random()
+
+
+def test_warp_zoom_equals_map_coordinates():
+    raw, labels, weights = _tile((30, 26), seed=2)
+    out_raw, out_labels, _ = warp(raw, labels, weights, angle_degrees=10.0, zoom=0.7)
+    angle, centre = np.radians(10.0), ((np.array(raw.shape) - 1) / 2)[:, None, None]
+    centred = np.indices(raw.shape) - centre
+    rotated = [
+        np.cos(angle) * centred[0] - np.sin(angle) * centred[1],
+        np.sin(angle) * centred[0] + np.cos(angle) * centred[1],
+    ]
+    source = np.stack(rotated) / 0.7 + centre
+    np.testing.assert_allclose(
+        out_raw, ndimage.map_coordinates(raw, source, order=1, mode="mirror"), atol=1e-5
+    )
+    np.testing.assert_array_equal(out_labels, ndimage.map_coordinates(labels, source, order=0, mode="mirror"))
+
+
 # --- elastic deformation ---------------------------------------------------------------------
 
 
@@ -267,6 +307,7 @@ def test_config_is_frozen_and_elastic_grid_zero_disables_elastic():
         ({"elastic_grid": 2.5}, ValueError, "elastic_grid must be an integer >= 2 or 0, got 2.5"),
         ({"rotation_degrees": 181}, ValueError, "rotation_degrees must be <= 180, got 181"),
         ({"contrast": 1.0}, ValueError, r"contrast must be < 1 .* got 1.0"),
+        ({"scale": -0.5}, ValueError, "scale must be a finite number >= 0, got -0.5"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, error, match):
@@ -323,6 +364,7 @@ def test_augment_rejects_a_seed_or_a_dict_config():
         (lambda: dense_displacement(np.zeros((2, 3)), (5, 5)), r"coarse must have shape"),
         (lambda: dense_displacement(np.zeros((2, 3, 3)), (5,)), r"shape must be \(Y, X\)"),
         (lambda: warp(*_tile((4, 4)), coarse=np.zeros((3, 3, 3))), "coarse must have shape"),
+        (lambda: warp(*_tile((4, 4)), zoom=0.0), "zoom must be a finite number > 0, got 0.0"),
     ],
 )
 def test_elastic_helpers_reject_bad_input(call, match):

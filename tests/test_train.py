@@ -381,9 +381,10 @@ def test_augmentation_strengths_reach_the_training_tiles(tiny_store, tmp_path):
         aug_gamma=0.0,
         aug_noise_std=0.0,
         aug_elastic_sigma=4.0,
+        aug_scale=0.25,
     )
     augmentation = build_trainer(tiny_store, tmp_path, cfg).batches.dataset.augment_config
-    assert augmentation.rotation_degrees == 0 and not augmentation.gray
+    assert augmentation.rotation_degrees == 0 and not augmentation.gray and augmentation.scale == 0.25
     assert augmentation.elastic_sigma == 4.0 and augmentation.elastic_grid == 3 and augmentation.flip_rotate
     unaugmented = build_trainer(tiny_store, tmp_path, TrainConfig(**TINY, augment=False))
     assert unaugmented.batches.dataset.augment_config is None

@@ -301,7 +301,7 @@ def test_a_fold_is_scored_with_the_ensemble_its_recipe_ships(tmp_path):
     "presets, norm, gray, seeds, members, folds",
     [
         (["isbi2012"], None, None, 0.9, 1, 0),
-        (["isbi2012", "isbi2012_cpu"], "batch", (0.4, 0.2, 0.4, 0.06), 0.8, 3, 5),
+        (["isbi2012", "isbi2012_cpu"], "batch", (0.4, 0.2, 0.4, 0.06), 0.7, 3, 5),
     ],  # GPU: bench/gpu.sh cv
 )
 def test_the_isbi_presets_train_cut_and_average_as_cross_validated(
@@ -309,9 +309,10 @@ def test_the_isbi_presets_train_cut_and_average_as_cross_validated(
 ):
     """Threshold 0.3 beat 0.5 on every fold, at full width on a GPU and narrow on a CPU; on a CPU batch
     norm lowered every training seed, twice the default gray-value augmentation lowered every seed and
-    held on gray values training never saw, seeds at 0.8 held over two draws of seeds, and three trainings
-    averaged beat one longer one (README): every model either ISBI preset trains, the folds' included, is
-    so normalised and augmented, every segmentation so cut, and every prediction averages its members."""
+    held on gray values training never saw, seeds at 0.7 carried over to other pixel sizes and gray values,
+    and three trainings averaged beat one longer one (README): every model either ISBI preset trains, the
+    folds' included, is so normalised and augmented, every segmentation so cut, and every prediction
+    averages its members."""
     configs = [str(ROOT / "config" / f"{name}.yaml") for name in presets]
     dry = run_snakemake(ROOT, "-n", "-p", "--configfile", *configs)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
