@@ -360,6 +360,12 @@ def _dihedral(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> list[np
     return [view[:, ::-1] for view in views] if flip else views
 
 
+def _log_uniform(rng: np.random.Generator, spread: float) -> float:
+    """A factor drawn log-uniformly in [1 / (1 + spread), 1 + spread]: as likely halved as doubled."""
+    log_range = math.log1p(spread)
+    return math.exp(rng.uniform(-log_range, log_range))
+
+
 def _gray_values(raw: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> None:
     """Contrast, brightness, gamma and noise on float32 raw in [0, 1], in place; clip to [0, 1]."""
     if config.contrast:
@@ -371,8 +377,7 @@ def _gray_values(raw: np.ndarray, rng: np.random.Generator, config: AugmentConfi
     if config.brightness:
         raw += np.float32(rng.uniform(-config.brightness, config.brightness))
     if config.gamma:
-        log_range = math.log1p(config.gamma)
-        exponent = math.exp(rng.uniform(-log_range, log_range))
+        exponent = _log_uniform(rng, config.gamma)
         np.power(np.clip(raw, 0, 1, out=raw), np.float32(exponent), out=raw)
     if config.noise_std:
         noise = rng.standard_normal(raw.shape, dtype=np.float32)
@@ -430,7 +435,7 @@ def augment(
     if config.flip_rotate:
         arrays = _dihedral(arrays, rng)
     angle = rng.uniform(-config.rotation_degrees, config.rotation_degrees) if config.rotation_degrees else 0.0
-    zoom = math.exp(rng.uniform(-math.log1p(config.scale), math.log1p(config.scale))) if config.scale else 1.0
+    zoom = _log_uniform(rng, config.scale) if config.scale else 1.0
     coarse = (
         draw_elastic_grid(rng, grid=config.elastic_grid, sigma=config.elastic_sigma)
         if config.elastic
