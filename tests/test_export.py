@@ -1,6 +1,7 @@
 """bioimage.io model packages: valid and tested offline by the field's own tools, equal to `unet-core
 predict`, read back by predict, and refused cleanly when the inputs are wrong."""
 
+import dataclasses
 import hashlib
 import socket
 import zipfile
@@ -15,7 +16,7 @@ from PIL import Image
 
 from tests.faults._support import assert_no_output, assert_user_error, cli
 from unet_core import io
-from unet_core.checkpoint import CheckpointError, load_models, save_checkpoint
+from unet_core.checkpoint import CheckpointError, load_models, save_checkpoint, training_pixel_size
 from unet_core.dataset import TrainingStore, intensity_range
 from unet_core.export import CellProbability, export_package, halo, min_input
 from unet_core.inference import TilePredictor, predict_array
@@ -55,6 +56,8 @@ def _checkpoint(path, store, *, seed=0, depth=2, normalization=None):
             "train_config": {"seed": seed, "depth": depth, "width": 4},
             "best_iteration": 30,
             "data_sha256": "0" * 64,
+            "voxel_size": [50.0, 4.0, 4.0],  # the tiny store's, as training records it
+            "unit": "nanometer",
         },
     )
     return path
@@ -122,6 +125,9 @@ def test_geometry_and_normalisation_are_declared(package, inputs):
     assert y["size"] == {"min": min_input(2), "step": 4}
     out_y = next(a for a in out["axes"] if a.get("id") == "y")
     assert out_y["halo"] == halo(2) and out_y["size"] == {"tensor_id": "raw", "axis_id": "y"}
+    # the training data's pixel size, in bioimage.io's terms and in our marker for predict
+    assert y["scale"] == out_y["scale"] == 4.0 and y["unit"] == out_y["unit"] == "nanometer"
+    assert training_pixel_size([package]) == ((50.0, 4.0, 4.0), "nanometer")
     low, high = load_models([inputs["models"][0]])[1]
     scale = next(p for p in raw["preprocessing"] if p["id"] == "scale_linear")["kwargs"]
     assert scale["gain"] == pytest.approx(1 / (high - low)) and scale["offset"] == pytest.approx(
@@ -209,6 +215,16 @@ def test_predict_accepts_its_own_package(package, inputs, tmp_path):
     predict_file(inputs["models"][0], inputs["data"], tmp_path / "pt.ome.zarr", options=FLOAT)
     from_zip, from_pt = (io.read_volume(tmp_path / f"{n}.ome.zarr") for n in ("zip", "pt"))
     assert np.abs(from_zip - from_pt).max() <= 1e-6
+    # at another pixel size both predict at the training one: the package carries it
+    other = tmp_path / "six_nm.ome.zarr"
+    io.write_image(other, from_pt[:1] * 200, voxel_size=(50.0, 6.0, 6.0), unit="nanometer")
+    for name, model in (("zip6", package), ("pt6", inputs["models"][0])):
+        predict_file(model, other, tmp_path / f"{name}.ome.zarr", options=FLOAT)
+    from_zip, from_pt = (io.read_volume(tmp_path / f"{n}.ome.zarr") for n in ("zip6", "pt6"))
+    assert np.abs(from_zip - from_pt).max() <= 1e-6
+    plain = dataclasses.replace(FLOAT, match_pixel_size=False)
+    predict_file(package, other, tmp_path / "plain.ome.zarr", options=plain)
+    assert np.abs(io.read_volume(tmp_path / "plain.ome.zarr") - from_zip).max() > 1e-3
 
 
 def test_documentation_carries_metrics_provenance_and_cover(package, inputs):
@@ -220,6 +236,7 @@ def test_documentation_carries_metrics_provenance_and_cover(package, inputs):
         assert fragment in readme
     assert "## Validation" in readme and "10.1007/978-3-319-24574-4_28" in readme
     assert "train [0, 3], validation [3, 4], test [4, 5]" in readme
+    assert "trained on 4 x 4 nanometer pixels" in readme
     width, height = Image.open(BytesIO(cover)).size
     assert width == 2 * height
     assert _description(package)["config"]["unet_core"]["checkpoints"][0]["sha256"] == sha

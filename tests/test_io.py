@@ -158,6 +158,39 @@ def test_imagej_stack_saved_as_frames_is_read_as_slices(tmp_path):
     assert np.array_equal(io.read_volume(tmp_path / "frames.tif"), stack)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "voxel_size", "unit"),
+    [
+        (dict(imagej=True, resolution=(1 / 0.006, 1 / 0.006), metadata={"axes": "ZYX", "unit": "um",
+              "spacing": 0.05}), (0.05, 0.006, 0.006), "micrometer"),
+        # tifffile's resolution is (x, y) in pixels per unit
+        (dict(imagej=True, resolution=(0.25, 0.2), metadata={"axes": "ZYX", "unit": "nm"}), (1.0, 5.0, 4.0),
+         "nanometer"),
+        (dict(ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 6.0, "PhysicalSizeXUnit": "nm",
+              "PhysicalSizeY": 6.0, "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": 0.05}), (50.0, 6.0, 6.0),
+         "nanometer"),  # z in OME's default unit, micrometres
+        (dict(ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5}),
+         (1.0, 0.5, 0.5), "micrometer"),
+        # uncalibrated: an ImageJ stack without a unit, a plain TIFF's resolution (dots per inch)
+        (dict(imagej=True, resolution=(2.0, 2.0), metadata={"axes": "ZYX"}), io.DEFAULT_VOXEL_SIZE, None),
+        (dict(photometric="minisblack", resolution=(300, 300)), io.DEFAULT_VOXEL_SIZE, None),
+    ],
+    ids=["imagej um", "imagej nm", "ome nm", "ome default unit", "imagej none", "plain dpi"],
+)  # fmt: skip
+def test_tiff_calibration_gives_the_voxel_size(tmp_path, kwargs, voxel_size, unit):
+    stack = _stack((3, 6, 7))
+    tifffile.imwrite(tmp_path / "calibrated.tif", stack, **kwargs)
+    volume = io.open_volume(tmp_path / "calibrated.tif")
+    assert np.array_equal(io.read_volume(tmp_path / "calibrated.tif"), stack)
+    assert volume.voxel_size == pytest.approx(voxel_size) and volume.unit == unit
+
+
+def test_length_units_get_their_ome_ngff_names():
+    units = ("nm", " µm ", "\\u00B5m", "micron", "Å", "nanometer", "pixel", "", None)
+    expected = ["nanometer", "micrometer", "micrometer", "micrometer", "angstrom", "nanometer", "pixel"]
+    assert [io.ngff_unit(u) for u in units] == [*expected, None, None]
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (8, 8, 3)], ids=["rgb stack", "rgb image"])
 def test_rgb_tiff_is_refused(tmp_path, shape):
     _imwrite(tmp_path / "rgb.tif", np.zeros(shape, np.uint8), photometric="rgb")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import zarr
 
-from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model
+from unet_core.checkpoint import CheckpointError, load_checkpoint, load_model, training_pixel_size
 from unet_core.inference import TilePredictor
 from unet_core.model import UNet, UNetConfig, output_size
 from unet_core.train import (
@@ -158,6 +158,8 @@ def test_training_writes_checkpoints_and_log(tiny_store, tmp_path, select):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model, normalization = load_model(tmp_path / "best.pt")
     assert model.config.depth == 2 and normalization[1] > normalization[0]
+    # the training data's pixel size, which predict resamples other volumes to
+    assert training_pixel_size([tmp_path / "best.pt"]) == ((50.0, 4.0, 4.0), "nanometer")
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])

@@ -34,6 +34,7 @@ import numpy as np
 from . import io
 from .parallel import finished_tasks
 from .paths import volume_file
+from .pixel_size import ResampledSource, back_to_input, model_block, zoom_for
 from .tiling import Block, mirror_plan, network_input, plan_blocks, read_mirrored, unfold
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,19 @@ def predict_block(
     return apply_model(handle, tile, crop, block, dtype)
 
 
+def predict_resampled_block(
+    handle: ModelHandle, source: ResampledSource, block: Block, dtype: str, name: str, depth: int
+) -> np.ndarray:
+    """A block task on the model's pixel grid (`unet_core.pixel_size`): the probabilities of the model-grid
+    block around ``block``, resampled onto ``block``."""
+    from .inference import encode
+
+    computed = model_block(block, source)
+    tile, crop = read_block_input(source, computed, depth, name)
+    prob = apply_model(handle, tile, crop, computed, "float32")
+    return encode(back_to_input(prob, block, computed, source), dtype)
+
+
 def _predict_from_parts(
     handle: ModelHandle,
     parts: list,
@@ -220,13 +234,14 @@ def block_tasks(
     """The tasks that compute ``blocks``: a graph of the shared inputs, each block's task by block id, and
     the dask collections the graph depends on.
 
-    A numpy, zarr or file-backed ``source`` is one node of the graph (``source_key``) that every block
-    reads its box from; a dask array's own chunks are the inputs of each block task instead."""
+    A numpy, zarr, file-backed or resampled ``source`` is one node of the graph (``source_key``) that every
+    block reads its box from; a dask array's own chunks are the inputs of each block task instead."""
     import dask.array as da
 
     if isinstance(source, da.Array):
         return {}, _dask_input_tasks(handle, source, blocks, dtype, name, depth), [source]
-    tasks = {b.block_id: (predict_block, handle, source_key, b, dtype, name, depth) for b in blocks}
+    task = predict_resampled_block if isinstance(source, ResampledSource) else predict_block
+    tasks = {b.block_id: (task, handle, source_key, b, dtype, name, depth) for b in blocks}
     return {source_key: source}, tasks, []
 
 
@@ -302,7 +317,9 @@ def predict_dask(
         ``unet-core predict`` takes them.
     volume : array-like, dask array, `io.Volume` or path
         A (Z, Y, X) stack or a 2D image: numpy, zarr, dask (e.g. ``da.from_zarr``), or any file
-        `io.open_volume` reads (TIFF, folder of slices, ``file.h5:/dataset``, Zarr, OME-Zarr).
+        `io.open_volume` reads (TIFF, folder of slices, ``file.h5:/dataset``, Zarr, OME-Zarr). A file or
+        `io.Volume` of another pixel size than the training data's is predicted at the training pixel
+        size and resampled back (``options.match_pixel_size``, `unet_core.pixel_size`).
     options : `unet_core.predict.PredictOptions`, optional
         ``block_shape`` (the output's chunks), ``output_dtype``, test-time augmentation and device.
 
@@ -330,6 +347,11 @@ def predict_dask(
     predictor, _ = handle.load()  # a checkpoint that cannot be used fails here, not inside a task
     source = as_volume(volume)
     shape = tuple(int(s) for s in source.shape)
+    metadata = source.volume if isinstance(source, VolumeReference) else volume
+    metadata = metadata if isinstance(metadata, io.Volume) else None  # arrays record no pixel size
+    zoom = zoom_for(handle.checkpoints, metadata) if options.match_pixel_size and metadata else None
+    if zoom is not None:
+        source = ResampledSource(source, zoom)
     blocks = plan_blocks(shape, options.block_shape)
     output = f"unet-predict-{tokenize(handle, options, _source_token(source), shape)}"
     inputs, tasks, dependencies = block_tasks(
@@ -368,6 +390,8 @@ def _source_token(source: Any) -> Any:
 
     if isinstance(source, da.Array):
         return source.name
+    if isinstance(source, ResampledSource):
+        return source.zoom, _source_token(source.source)
     if isinstance(source, VolumeReference):
         return source.path, _stamp(volume_file(source.path))
     return source if isinstance(source, np.ndarray) else uuid.uuid4().hex

@@ -34,13 +34,16 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`; refuses files that would execute code."""
+def load_checkpoint(
+    path: str | os.PathLike, *, device: torch.device | str = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`; refuses files that would execute code. ``mmap``
+    maps the tensors instead of reading them: for a look at the plain values only."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; train a model first or fix the path")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         raise CheckpointError(
             f"{path}: not a safe unet_core checkpoint ({_reason(err)}); "
@@ -108,3 +111,20 @@ def load_models(
         return Ensemble([model for model, _ in loaded]).to(device), loaded[0][1]
     except ValueError as err:
         raise CheckpointError(f"{files}: {err}") from err
+
+
+def training_pixel_size(paths: Sequence[str | os.PathLike]) -> tuple[tuple[float, ...], str | None] | None:
+    """The voxel size (z, y, x) and unit of the data the checkpoints (or a bioimage.io package) were trained
+    on; None where not recorded (models trained before unet_core recorded it, data without a unit)."""
+    if len(paths) == 1 and Path(paths[0]).suffix == ".zip":
+        from .export import package_pixel_size  # imported here: it pulls in the export's dependencies
+
+        return package_pixel_size(paths[0])
+    states = [load_checkpoint(path, mmap=True) for path in paths]
+    sizes = {(tuple(s["voxel_size"]), s.get("unit")) if "voxel_size" in s else None for s in states}
+    if len(sizes) > 1:
+        raise CheckpointError(
+            f"{', '.join(map(str, paths))}: trained on data of different pixel sizes "
+            f"{sorted(map(str, sizes))}; ensemble only models trained on the same data"
+        )
+    return sizes.pop()

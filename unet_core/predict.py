@@ -32,6 +32,7 @@ from . import io
 from .blockwise import ModelHandle, VolumeReference, block_tasks, model_options, run_graph
 from .model import Ensemble, UNet
 from .paths import refuse_overwriting_input
+from .pixel_size import ResampledSource, zoom_for
 from .tiling import (
     Block,
     block_side_for_overhead,
@@ -77,6 +78,10 @@ class PredictOptions:
     scheduler : str
         A running dask.distributed cluster to predict on: its scheduler's address (tcp://host:8786) or
         scheduler file; empty: threads of this process. The output is the same either way.
+    match_pixel_size : bool
+        Predict a volume whose pixel size differs from the training data's on the training pixel grid,
+        resampled in Y and X, and resample the probabilities back (`unet_core.pixel_size`). Needs both
+        pixel sizes with their units; otherwise the volume is predicted on its own grid.
     """
 
     block_shape: tuple[int, int, int] = (1, 512, 512)
@@ -88,6 +93,7 @@ class PredictOptions:
     compile: bool = False
     prefetch: int = 2
     scheduler: str = ""
+    match_pixel_size: bool = True
 
     def __post_init__(self) -> None:
         if self.prefetch < 1:
@@ -121,6 +127,7 @@ def fingerprint(
     volume: io.Volume,
     options: PredictOptions,
     device: torch.device,
+    zoom: Sequence[float] | None = None,
 ) -> str:
     """Identity of everything that decides the output's values: a resumed run may reuse chunks only when
     it matches (another model or other options invalidate old chunks instead of mixing them). The model
@@ -137,6 +144,7 @@ def fingerprint(
         "dtype": str(volume.dtype),
         "metadata": (volume.voxel_size, volume.unit),  # written when the work store is created
         "options": dataclasses.asdict(options) | {"device": device.type, "prefetch": None, "scheduler": None},
+        "zoom": zoom,  # the training pixel size is the checkpoints', not the weights'
     }
     digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
     return digest.hexdigest()
@@ -280,8 +288,12 @@ def predict_file(
     blocks = plan_blocks(volume.shape, options.block_shape)
     _warn_if_halo_dominates(options.block_shape, volume.shape, predictor.depth)
     _warn_if_blocks_change_the_output(predictor.model, options.block_shape, volume.shape, model_path)
+    zoom = zoom_for(handle.checkpoints, volume) if options.match_pixel_size else None
+    source = VolumeReference(os.fspath(input_path), volume)
     store = PredictionStore(output_path)
-    key = fingerprint(predictor.model, (predictor.low, predictor.high), volume, options, predictor.device)
+    key = fingerprint(
+        predictor.model, (predictor.low, predictor.high), volume, options, predictor.device, zoom
+    )
     target = store.open(volume=volume, options=options, key=key, n_blocks=len(blocks))
     todo = [b for b in (shard_blocks(blocks, shard) if shard else blocks) if not store.is_done(b)]
     log.info(
@@ -295,7 +307,7 @@ def predict_file(
     start = time.perf_counter()
     write_blocks(
         handle,
-        VolumeReference(os.fspath(input_path), volume),
+        source if zoom is None else ResampledSource(source, zoom),
         todo,
         ChunkWriter(target, store),
         options=options,

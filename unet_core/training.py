@@ -19,12 +19,13 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics
+from . import io, metrics
 from .data.augment import save_augmentation_panel
 from .dataset import TileDataset, TrainingStore, intensity_range
 from .evaluate_cells import cell_validation_metrics
@@ -197,9 +198,17 @@ def build_trainer(
             "device_type": device.type,
             "data_sha256": _sha256(train_raw, train_labels, train_weights),
             "normalization": list(normalization),
+            **_pixel_size(data_path),
             **extras,
         },
     )
+
+
+def _pixel_size(data_path: str | os.PathLike) -> dict[str, Any]:
+    """The training data's voxel size and unit, which predict resamples other volumes to
+    (`unet_core.pixel_size`); none when the store records no unit."""
+    raw = io.open_volume(data_path)
+    return {"voxel_size": list(raw.voxel_size), "unit": raw.unit} if raw.unit else {}
 
 
 #: What can choose best.pt on each kind of labels: the ISBI errors score membranes, SEG scores cells.

@@ -3,7 +3,7 @@
 
 from ._network import CellProbability, halo, min_input
 from ._package import DEFAULT_LICENSE, DEFAULT_NAME, FORMAT, VERSION, export_package
-from ._read import OTHER_PACKAGES, load_package
+from ._read import OTHER_PACKAGES, load_package, package_pixel_size
 
 __all__ = [
     "DEFAULT_LICENSE",
@@ -16,4 +16,5 @@ __all__ = [
     "halo",
     "load_package",
     "min_input",
+    "package_pixel_size",
 ]

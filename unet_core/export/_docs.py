@@ -72,6 +72,16 @@ def _table(values: Mapping[str, object]) -> str:
     return f"| key | value |\n|---|---|\n{rows}"
 
 
+def _pixel_line(pixel_size: tuple[Sequence[float], str] | None) -> str:
+    if pixel_size is None:
+        return "- **Pixel size**: not recorded; give it data of the training data's pixel size."
+    (_, y, x), unit = pixel_size
+    return (
+        f"- **Pixel size**: trained on {y:g} x {x:g} {unit} pixels (the y and x axes' scale). Resample "
+        "data of\n  another pixel size to it (`unet-core predict` does where the data records its own)."
+    )
+
+
 def documentation(
     *,
     name: str,
@@ -85,6 +95,7 @@ def documentation(
     test_origin: tuple[int, int, int],
     version: str,
     labels_kind: str = "binary",
+    pixel_size: tuple[Sequence[float], str] | None = None,
 ) -> str:
     """README.md of a package.
 
@@ -108,6 +119,8 @@ def documentation(
         unet-core's version.
     labels_kind : {"binary", "instances"}, optional
         What the network learnt: membranes of EM, or touching cells (`SUBJECT`).
+    pixel_size : (voxel size (z, y, x), unit), optional
+        The training data's, where recorded.
     """
     low, high = normalization
     members = len(checkpoints)
@@ -136,6 +149,7 @@ The U-Net of Ronneberger, Fischer and Brox (2015) {SUBJECT[labels_kind]}
   (`scale_linear`, gain {1 / (high - low):.6g}, offset {-low / (high - low):.6g}), exactly as training did:
   give it data of the same kind (the same microscope, contrast and bit depth).
 - **Output** `cell_probability`: P(cell interior) in [0, 1], one channel, same y, x size as the input.
+{_pixel_line(pixel_size)}
 - **Tiling**: the network (depth {depth}) uses valid convolutions and {depth} 2x2 max-pools. Tiles are
   {min_size} + k x {2**depth} pixels per side (k = 0, 1, ...). The outer {halo} pixels per side of an output
   tile (the declared halo: the context its other pixels need) are zeros, which tiling consumers crop: they

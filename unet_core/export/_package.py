@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import typing
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ import tifffile
 import torch
 
 from .. import io, model
-from ..checkpoint import load_checkpoint, load_models
+from ..checkpoint import load_checkpoint, load_models, training_pixel_size
 from ..dataset import TrainingStore, held_out
 from ..evaluate_cells import CELL_METRICS
 from ..inference import TilePredictor
@@ -115,6 +116,7 @@ def export_package(
     _check_request(output, paths, data, metrics, cover, license, name)
     checkpoints = [load_checkpoint(p) for p in paths]  # refuses other programs' files, naming them
     network, normalization = load_models(paths)  # refuses ensembles of other depths or data
+    pixel_size = training_pixel_size(paths)
     net = _cell_probability(network)
     root = TrainingStore.open(data)
     required = CELL_METRICS if root.labels_kind == "instances" else ISBI_METRICS
@@ -146,6 +148,7 @@ def export_package(
                 test_origin=origin,
                 version=version("unet-core"),
                 labels_kind=root.labels_kind,
+                pixel_size=pixel_size,
             )
         )
         _describe(
@@ -158,6 +161,7 @@ def export_package(
             created=max(p.stat().st_mtime for p in paths),
             records=records,
             test_origin=origin,
+            pixel_size=pixel_size,
         )
         payload = _zip(folder)
     io.atomic_write_bytes(output, payload)
@@ -334,8 +338,10 @@ def _describe(
     created: float,
     records: list[dict],
     test_origin: tuple[int, int, int],
+    pixel_size: tuple[tuple[float, ...], str] | None,
 ) -> None:
-    """Write ``bioimageio.yaml`` for the files in ``folder`` and validate the whole package."""
+    """Write ``bioimageio.yaml`` for the files in ``folder`` and validate the whole package. The training
+    data's pixel size, where known, is the y and x axes' scale and unit (and our marker's, for predict)."""
     from bioimageio.spec import InvalidDescr, ValidationContext, load_description, save_bioimageio_yaml_only
     from bioimageio.spec.model import v0_5 as spec
 
@@ -344,9 +350,16 @@ def _describe(
     size = spec.ParameterizedSize(min=min_input(depth), step=2**depth)
     raw_id, out_id = spec.TensorId("raw"), spec.TensorId("cell_probability")
 
+    scales = {"y": {}, "x": {}}
+    if pixel_size is not None and pixel_size[1] in typing.get_args(spec.SpaceUnit):
+        voxel_size, unit = pixel_size
+        scales = {"y": {"scale": voxel_size[1], "unit": unit}, "x": {"scale": voxel_size[2], "unit": unit}}
+
     def same_as_input(axis: str) -> spec.SpaceOutputAxisWithHalo:
         reference = spec.SizeReference(tensor_id=raw_id, axis_id=spec.AxisId(axis))
-        return spec.SpaceOutputAxisWithHalo(id=spec.AxisId(axis), size=reference, halo=halo(depth))
+        return spec.SpaceOutputAxisWithHalo(
+            id=spec.AxisId(axis), size=reference, halo=halo(depth), **scales[axis]
+        )
 
     members = [member.config.to_dict() for member in net.members]
     pytorch = spec.Version(torch.__version__.split("+")[0])
@@ -358,6 +371,8 @@ def _describe(
         "checkpoints": [{"file": r["file"], "sha256": r["sha256"]} for r in records],
         "test_input_origin": list(test_origin),  # (z, y, x) in the prepared store; mirrored outside it
     }
+    if pixel_size is not None:
+        config["pixel_size"] = {"voxel_size": list(pixel_size[0]), "unit": pixel_size[1]}
     with ValidationContext(root=folder, file_name=RDF, perform_io_checks=True):
         description = spec.ModelDescr(
             name=name,
@@ -379,8 +394,8 @@ def _describe(
                     axes=[
                         spec.BatchAxis(),
                         spec.ChannelAxis(channel_names=[spec.Identifier("raw")]),
-                        spec.SpaceInputAxis(id=spec.AxisId("y"), size=size),
-                        spec.SpaceInputAxis(id=spec.AxisId("x"), size=size),
+                        spec.SpaceInputAxis(id=spec.AxisId("y"), size=size, **scales["y"]),
+                        spec.SpaceInputAxis(id=spec.AxisId("x"), size=size, **scales["x"]),
                     ],
                     test_tensor=spec.FileDescr(source="test_input.npy"),
                     sample_tensor=spec.FileDescr(source="sample_input.tif"),

@@ -43,19 +43,7 @@ def load_package(
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            description = next((n for n in DESCRIPTION_NAMES if n in names), None)
-            if description is None:
-                raise CheckpointError(f"{path}: a zip without bioimageio.yaml, not a bioimage.io package")
-            rdf = yaml.safe_load(archive.read(description))
-            marker = (rdf.get("config") or {}).get("unet_core") if isinstance(rdf, dict) else None
-            if not isinstance(marker, dict) or marker.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: a bioimage.io package of another program; {OTHER_PACKAGES}")
-            if marker.get("version") != VERSION:
-                raise CheckpointError(
-                    f"{path}: package version {marker.get('version')} is not {VERSION}; export it again "
-                    "with this unet-core"
-                )
+            rdf, marker = _description(archive, path)
             weights = archive.read(rdf["weights"]["pytorch_state_dict"]["source"])
             state = torch.load(_bytes_io.BytesIO(weights), map_location=device, weights_only=True)
             net = CellProbability(marker["members"])
@@ -76,3 +64,29 @@ def load_package(
     members = list(net.members)
     network = members[0] if len(members) == 1 else Ensemble(members)
     return network.to(device), (float(low), float(high))
+
+
+def package_pixel_size(path: str | os.PathLike) -> tuple[tuple[float, ...], str] | None:
+    """The voxel size (z, y, x) and unit of the data a package's model was trained on, where recorded
+    (`unet_core.checkpoint.training_pixel_size` of a package)."""
+    with zipfile.ZipFile(path) as archive:  # load_package has read it already: errors were named there
+        pixel_size = _description(archive, Path(path))[1].get("pixel_size")
+    return None if pixel_size is None else (tuple(pixel_size["voxel_size"]), pixel_size["unit"])
+
+
+def _description(archive: zipfile.ZipFile, path: Path) -> tuple[dict, dict]:
+    """The package's description and our marker in it; a CheckpointError unless `export_package` wrote it."""
+    names = set(archive.namelist())
+    description = next((n for n in DESCRIPTION_NAMES if n in names), None)
+    if description is None:
+        raise CheckpointError(f"{path}: a zip without bioimageio.yaml, not a bioimage.io package")
+    rdf = yaml.safe_load(archive.read(description))
+    marker = (rdf.get("config") or {}).get("unet_core") if isinstance(rdf, dict) else None
+    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a bioimage.io package of another program; {OTHER_PACKAGES}")
+    if marker.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: package version {marker.get('version')} is not {VERSION}; export it again "
+            "with this unet-core"
+        )
+    return rdf, marker

@@ -25,7 +25,7 @@ from .frames import FramePairs, is_frame_folder, open_frame_pairs
 from .hdf5 import HDF5_PATH, HDF5_SUFFIXES
 from .ngff import AXES, NGFF_VERSION, compressor, create_image, ngff_image_attrs, write_image
 from .slices import SLICE_SUFFIXES
-from .stack import DEFAULT_VOXEL_SIZE, LazyStack, Volume, VolumeError
+from .stack import DEFAULT_VOXEL_SIZE, NANOMETERS, LazyStack, Volume, VolumeError, ngff_unit
 from .tiff import TIFF_SUFFIXES
 from .volume import check_real, open_volume, read_slices, read_volume
 from .zarr_store import ZARR_MARKERS
@@ -36,6 +36,7 @@ __all__ = [
     "FramePairs",
     "HDF5_PATH",
     "HDF5_SUFFIXES",
+    "NANOMETERS",
     "NGFF_VERSION",
     "SLICE_SUFFIXES",
     "TIFF_SUFFIXES",
@@ -53,6 +54,7 @@ __all__ = [
     "is_frame_folder",
     "move_into_place",
     "ngff_image_attrs",
+    "ngff_unit",
     "open_frame_pairs",
     "open_volume",
     "read_slices",

@@ -15,6 +15,35 @@ from typing import Any
 import numpy as np
 
 DEFAULT_VOXEL_SIZE = (1.0, 1.0, 1.0)
+#: The OME-NGFF (UDUNITS-2) names of length units that files and people write short.
+UNIT_NAMES = {
+    "a": "angstrom",
+    "å": "angstrom",
+    "nm": "nanometer",
+    "um": "micrometer",
+    "µm": "micrometer",  # micro sign
+    "μm": "micrometer",  # Greek mu
+    "\\u00b5m": "micrometer",  # ImageJ's escape of the micro sign
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "mm": "millimeter",
+}
+
+#: Nanometres per length unit, by OME-NGFF name.
+NANOMETERS = {"angstrom": 0.1, "nanometer": 1.0, "micrometer": 1e3, "millimeter": 1e6}
+
+
+def ngff_unit(unit: str | None) -> str | None:
+    """A length unit by its OME-NGFF name (``nm`` -> ``nanometer``); other text as it is, stripped.
+
+    Examples
+    --------
+    >>> ngff_unit("µm"), ngff_unit("nanometer"), ngff_unit(None)
+    ('micrometer', 'nanometer', None)
+    """
+    if unit is None or not unit.strip():
+        return None
+    return UNIT_NAMES.get(unit.strip().lower(), unit.strip())
 
 
 class VolumeError(ValueError):

@@ -7,13 +7,15 @@ stacks of mixed page shapes are refused at open, before any stage writes a thing
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import zarr
 
-from .stack import LazyStack, Volume, VolumeError, _as_zyx, _check_shape
+from .stack import NANOMETERS, LazyStack, Volume, VolumeError, _as_zyx, _check_shape, ngff_unit
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -29,7 +31,8 @@ def open_tiff(path: Path) -> Volume:
     Returns
     -------
     Volume
-        The stack as (Z, Y, X); a single page is one slice.
+        The stack as (Z, Y, X); a single page is one slice. With the voxel size and unit of an OME-TIFF's
+        or an ImageJ TIFF's calibration, where it has one.
 
     Raises
     ------
@@ -45,6 +48,7 @@ def open_tiff(path: Path) -> Volume:
             tif = tifffile.TiffFile(path, is_shaped=False)  # pages of one shape form one series
         series = tif.series[0]
         shape, offset, axes = tuple(series.shape), series.dataoffset, series.axes
+        calibration = _calibration(tif)
         # Pages decoded one by one must all be there; a contiguous block is checked by its size below.
         complete = offset is not None or _holds_every_page(tif, series, path.stat().st_size)
     except Exception as err:  # tifffile raises many types for damaged files
@@ -66,7 +70,8 @@ def open_tiff(path: Path) -> Volume:
         axes = axes.replace("T", "Z")
     if offset is None:  # compressed or tiled: tifffile's zarr view decodes page by page
         _check_shape(shape, str(path), axes)
-        return Volume(_as_zyx(zarr.open(tif.aszarr(series=0, level=0), mode="r"), str(path)), str(path))
+        array = _as_zyx(zarr.open(tif.aszarr(series=0, level=0), mode="r"), str(path))
+        return Volume(array, str(path), **calibration)
     stored = series.dtype.newbyteorder(tif.byteorder)
     tif.close()
     _check_shape(shape, str(path), axes)
@@ -75,7 +80,32 @@ def open_tiff(path: Path) -> Volume:
     complete = (path.stat().st_size - offset) // plane_bytes
     if complete < shape3[0]:  # found at open, before any stage writes a thing
         raise VolumeError(f"{path}: file ends inside slice {complete} (truncated?); re-export the stack")
-    return Volume(_contiguous_stack(path, offset, shape3, stored), str(path))
+    return Volume(_contiguous_stack(path, offset, shape3, stored), str(path), **calibration)
+
+
+def _calibration(tif: Any) -> dict[str, Any]:
+    """``voxel_size`` (z, y, x) and ``unit`` of an OME-TIFF's Pixels or an ImageJ TIFF's calibration;
+    none for other TIFFs, and for an uncalibrated ImageJ stack (unit "pixel" or none): a resolution tag
+    alone is a printer's dots per inch, not a pixel size."""
+    if tif.is_ome:
+        pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+        pixels = {} if pixels is None else pixels.attrib
+        sizes = [pixels.get(f"PhysicalSize{a}") for a in "ZYX"]
+        units = [ngff_unit(pixels.get(f"PhysicalSize{a}Unit", "µm")) for a in "ZYX"]  # OME's default
+        if None in sizes[1:] or units[1] != units[2]:
+            return {}
+        # z in y and x's unit; without a spacing, or in a unit we cannot convert, the default
+        scale = NANOMETERS.get(units[0], math.nan) / NANOMETERS.get(units[1], math.nan)
+        z = float(sizes[0]) * scale if sizes[0] and math.isfinite(scale) else 1.0
+        return {"voxel_size": (z, float(sizes[1]), float(sizes[2])), "unit": units[1]}
+    metadata = tif.imagej_metadata if tif.is_imagej else None
+    unit = ngff_unit((metadata or {}).get("unit"))
+    if unit is None or unit == "pixel":
+        return {}
+    tags = tif.pages.first.tags
+    y, x = (tags[name].value if name in tags else (1, 1) for name in ("YResolution", "XResolution"))
+    size = [float(metadata.get("spacing", 1.0))] + [den / num for num, den in (y, x)]  # pixels per unit
+    return {"voxel_size": tuple(size), "unit": unit}
 
 
 def _holds_every_page(tif: Any, series: Any, file_size: int) -> bool:
