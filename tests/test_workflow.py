@@ -31,6 +31,8 @@ TINY = {
         "val_slices": [4, 5],
         "test_slices": [5, 6],
         "chunks": [1, 64, 64],
+        "voxel_size": [50.0, 4.0, 4.0],
+        "unit": "nanometer",
     },
     "train": {
         "depth": 2,
@@ -69,7 +71,8 @@ def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("workflow")
     extra = tmp_path / "extra stack.tif"
     tifffile.imwrite(extra, np.random.default_rng(0).integers(0, 255, (2, 50, 70)).astype(np.uint8))
-    workdir = make_workdir(tmp_path, TINY, f"name\tpath\tvoxel_size\nextra\t{extra}\t50,4,4\n")
+    # imaged at 6 nm, the training data at 4: predicted at 4 nm and resampled back
+    workdir = make_workdir(tmp_path, TINY, f"name\tpath\tvoxel_size\nextra\t{extra}\t50,6,6\n")
     result = run_snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir
@@ -84,7 +87,13 @@ def test_whole_dag_writes_every_output(finished_run):
         assert prob.dtype == np.uint8 and seg.dtype == np.int32 and prob.shape == seg.shape
     for stage in ("pred", "seg"):  # the sheet's voxel size, which the TIFF lacks
         extra = io.open_volume(results / stage / "extra.ome.zarr")
-        assert extra.shape == (2, 50, 70) and extra.voxel_size == (50.0, 4.0, 4.0)
+        assert extra.shape == (2, 50, 70) and extra.voxel_size == (50.0, 6.0, 6.0)
+        assert extra.unit == "nanometer"
+    logs = finished_run / "logs" / "tiny" / "predict"
+    resampled = "the model was trained on 4 x 4 nanometer: predicting on that grid (x1.5, x1.5"
+    shards = {name: list(logs.glob(f"{name}.*-of-*.log")) for name in ("extra", "heldout")}
+    assert all(shards.values()) and all(resampled in log.read_text() for log in shards["extra"])
+    assert not any(resampled in log.read_text() for log in shards["heldout"])
     assert {"best.pt", "last.pt", "train_log.csv"} <= {p.name for p in (results / "model").iterdir()}
     check_package(results / "model" / "bioimageio.zip", results / "model" / "best.pt")
     metrics = pd.read_csv(results / "eval" / "metrics.csv")
