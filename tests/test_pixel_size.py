@@ -166,6 +166,19 @@ def test_a_volume_without_a_pixel_size_is_predicted_as_it_is_with_a_warning(
     assert np.abs(io.read_volume(tmp_path / "out.ome.zarr").astype(int) - plain).max() <= 1
 
 
+def test_a_pixel_size_far_from_the_training_one_is_taken_for_wrong_metadata(
+    tmp_path, model, model_file, volume, caplog
+):
+    """A placeholder of 1 micrometre (250x the 4 nm of training) is not resampled: predicted as it is."""
+    source = tmp_path / "in.ome.zarr"
+    io.write_image(source, volume, voxel_size=(1.0, 1.0, 1.0), unit="micrometer")
+    with caplog.at_level(logging.WARNING, logger="unet_core.pixel_size"):
+        predict_file(model_file, source, tmp_path / "out.ome.zarr", options=PredictOptions())
+    assert "250 x 250 times the 4 x 4 nanometer" in caplog.text and "wrong metadata" in caplog.text
+    plain = encode(predict_array(TilePredictor(model, normalization=NORMALIZATION), volume), "uint8")
+    assert np.abs(io.read_volume(tmp_path / "out.ome.zarr").astype(int) - plain).max() <= 1
+
+
 def test_an_ensemble_of_other_pixel_sizes_is_refused(tmp_path, model):
     first = _checkpoint(tmp_path / "a.pt", model)
     second = _checkpoint(tmp_path / "b.pt", model, voxel_size=(50.0, 6.0, 6.0))

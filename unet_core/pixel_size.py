@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Pixel sizes closer than this (relative) count as equal: no resampling for rounding in metadata.
 TOLERANCE = 0.02
+#: Pixel sizes further apart than this factor are taken for wrong metadata (a placeholder 1 micrometre,
+#: say), not resampled: a network sees cells 4x larger or smaller than it learnt as another kind of data.
+MAX_ZOOM = 4.0
 # scipy's Gaussian kernel reaches int(TRUNCATE * sigma + 0.5) pixels out; reads add that margin.
 TRUNCATE = 4.0
 
@@ -82,6 +85,14 @@ def zoom_for(checkpoints: Sequence[str | os.PathLike], volume: Volume) -> tuple[
     trained_size, trained_unit = trained
     zoom = zoom_factors(volume.voxel_size, volume.unit, trained_size, trained_unit)
     model_pixels = f"{trained_size[1]:g} x {trained_size[2]:g} {trained_unit}"
+    if zoom is not None and not all(1 / MAX_ZOOM <= f <= MAX_ZOOM for f in zoom):
+        log.warning(
+            "%s: pixels of %g x %g %s, %.3g x %.3g times the %s the model was trained on: taken for wrong "
+            "metadata and predicted as they are; fix the volume's voxel size (the volume sheet's voxel_size "
+            "column, or --voxel-size with --unit), or resample the volume yourself",
+            volume.path, *volume.voxel_size[1:], volume.unit, *zoom, model_pixels,
+        )  # fmt: skip
+        return None
     if zoom is not None:
         log.info(
             "%s: pixels of %g x %g %s, the model was trained on %s: predicting on that grid (x%.3g, "
