@@ -326,9 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gather", action="store_true", help="publish OUTPUT once all shards are written")
     p.add_argument(
         "--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
-        help="voxel size recorded in the output (default: the input's)",
+        help="the input's voxel size (default: what its file records): recorded in the output, and "
+        "resampled from to the training pixel size (--match-pixel-size)",
     )  # fmt: skip
-    p.add_argument("--unit", default=None, help="unit of --voxel-size (default: the input's)")
+    p.add_argument("--unit", default=None, help="unit of --voxel-size, e.g. nanometer (default: the input's)")
     _add_dataclass_options(p, PredictOptions)
     p.set_defaults(func=cmd_predict)
 
