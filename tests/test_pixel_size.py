@@ -56,7 +56,8 @@ def volume():
         ((50, 6, 6), "nanometer", (1.5, 1.5)),
         ((50, 2, 3), "nm", (0.5, 0.75)),
         ((0.05, 0.006, 0.004), "micrometer", (1.5, 1.0)),
-        ((50, 4.04, 3.96), "nanometer", None),  # within the tolerance: rounding in metadata
+        ((50, 4.15, 3.85), "nanometer", None),  # within 5 %: not worth resampling
+        ((50, 4.3, 4.0), "nanometer", (1.075, 1.0)),
         ((50, 6, 6), None, None),  # no unit: unknown size
         ((50, 6, 6), "parsec", None),
     ],
