@@ -13,7 +13,7 @@ from unet_core.checkpoint import CheckpointError, save_checkpoint, training_pixe
 from unet_core.inference import TilePredictor, encode, predict_array
 from unet_core.model import UNet, UNetConfig
 from unet_core.pixel_size import ResampledSource, zoom_factors
-from unet_core.predict import PredictOptions, predict_file
+from unet_core.predict import PredictOptions, predict_file, shard_resources
 
 NORMALIZATION = (10.0, 240.0)
 
@@ -178,6 +178,24 @@ def test_a_pixel_size_far_from_the_training_one_is_taken_for_wrong_metadata(
     assert "250 x 250 times the 4 x 4 nanometer" in caplog.text and "wrong metadata" in caplog.text
     plain = encode(predict_array(TilePredictor(model, normalization=NORMALIZATION), volume), "uint8")
     assert np.abs(io.read_volume(tmp_path / "out.ome.zarr").astype(int) - plain).max() <= 1
+
+
+def test_a_shard_asks_for_time_by_the_pixels_the_network_computes(tmp_path, model_file, volume):
+    """At 6 nm a 4 nm model computes 2.25x the pixels: SLURM is asked for 2.25x the time (beyond 15 min)."""
+    six = tmp_path / "six.ome.zarr"
+    io.write_image(six, volume, voxel_size=(50.0, 6.0, 6.0), unit="nanometer")
+    tifffile.imwrite(tmp_path / "bare.tif", volume, photometric="minisblack")
+    request = dict(shards=1, block_shape=(1, 48, 60), mvox_per_minute=1e-4)
+    minutes = {
+        "as it is": shard_resources(six, **request)["runtime"],
+        "zoomed": shard_resources(six, **request, models=[model_file])["runtime"],
+        "option off": shard_resources(six, **request, models=[model_file], match_pixel_size=False)["runtime"],
+        "sheet": shard_resources(
+            tmp_path / "bare.tif", **request, models=[model_file], voxel_size=(50, 6, 6), unit="nanometer"
+        )["runtime"],
+    }
+    assert minutes["as it is"] == minutes["option off"] == 15 + int(2 * 2 * 48 * 60 / 1e6 / 1e-4)
+    assert minutes["zoomed"] == minutes["sheet"] == 15 + int(2.25 * 2 * 2 * 48 * 60 / 1e6 / 1e-4)
 
 
 def test_an_ensemble_of_other_pixel_sizes_is_refused(tmp_path, model):

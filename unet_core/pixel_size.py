@@ -78,23 +78,32 @@ def zoom_factors(
     return factors
 
 
-def zoom_for(checkpoints: Sequence[str | os.PathLike], volume: Volume) -> tuple[float, float] | None:
-    """`zoom_factors` of ``volume`` for the data the checkpoints were trained on; says what it does."""
+def zoom_for(
+    checkpoints: Sequence[str | os.PathLike], volume: Volume, *, quiet: bool = False
+) -> tuple[float, float] | None:
+    """`zoom_factors` of ``volume`` for the data the checkpoints were trained on, None beyond `MAX_ZOOM`;
+    logs what predict does unless ``quiet``."""
     trained = training_pixel_size(checkpoints)
     if trained is None:
         return None
-    trained_size, trained_unit = trained
-    zoom = zoom_factors(volume.voxel_size, volume.unit, trained_size, trained_unit)
-    model_pixels = f"{trained_size[1]:g} x {trained_size[2]:g} {trained_unit}"
-    if zoom is not None and not all(1 / MAX_ZOOM <= f <= MAX_ZOOM for f in zoom):
+    zoom = zoom_factors(volume.voxel_size, volume.unit, *trained)
+    plausible = zoom is None or all(1 / MAX_ZOOM <= f <= MAX_ZOOM for f in zoom)
+    if not quiet:
+        _explain(volume, trained, zoom, plausible)
+    return zoom if plausible else None
+
+
+def _explain(volume: Volume, trained: tuple, zoom: tuple[float, float] | None, plausible: bool) -> None:
+    (_, y, x), unit = trained
+    model_pixels = f"{y:g} x {x:g} {unit}"
+    if not plausible:
         log.warning(
             "%s: pixels of %g x %g %s, %.3g x %.3g times the %s the model was trained on: taken for wrong "
             "metadata and predicted as they are; fix the volume's voxel size (the volume sheet's voxel_size "
             "column, or --voxel-size with --unit), or resample the volume yourself",
             volume.path, *volume.voxel_size[1:], volume.unit, *zoom, model_pixels,
         )  # fmt: skip
-        return None
-    if zoom is not None:
+    elif zoom is not None:
         log.info(
             "%s: pixels of %g x %g %s, the model was trained on %s: predicting on that grid (x%.3g, "
             "x%.3g in y, x) and resampling the probabilities back",
@@ -107,7 +116,6 @@ def zoom_for(checkpoints: Sequence[str | os.PathLike], volume: Volume) -> tuple[
             "--voxel-size with --unit) to predict at the model's pixel size",
             volume.path, volume.unit, model_pixels,
         )  # fmt: skip
-    return zoom
 
 
 def _positions(begin: int, end: int, zoom: float) -> np.ndarray:

@@ -275,13 +275,8 @@ def predict_file(
     """
     handle = ModelHandle.create(model_path, **model_options(options))
     predictor, _ = handle.load()
-    volume = io.open_volume(input_path)
+    volume = with_metadata(io.open_volume(input_path), voxel_size, unit)
     io.check_real(volume, "input")
-    if voxel_size is not None or unit is not None:
-        voxel_size = tuple(float(v) for v in voxel_size) if voxel_size is not None else volume.voxel_size
-        if len(voxel_size) != 3 or not all(v > 0 for v in voxel_size):
-            raise ValueError(f"voxel_size must be 3 positive numbers (z, y, x), got {voxel_size}")
-        volume = dataclasses.replace(volume, voxel_size=voxel_size, unit=unit or volume.unit)
     refuse_overwriting_input(output_path, input_path)
     if Path(output_path).exists() and not Path(output_path).is_dir():  # found now, not after the work
         raise ValueError(f"{output_path}: a file, not an OME-Zarr folder; remove it or choose another output")
@@ -320,6 +315,16 @@ def predict_file(
         store.finish()
     log.info("wrote %s at %.2f Mvox/s", output_path, rate / 1e6)
     return rate
+
+
+def with_metadata(volume: io.Volume, voxel_size: Sequence[float] | None, unit: str | None) -> io.Volume:
+    """``volume`` with ``voxel_size`` and ``unit`` where given (a sheet column for a file without them)."""
+    if voxel_size is None and unit is None:
+        return volume
+    voxel_size = tuple(float(v) for v in voxel_size) if voxel_size is not None else volume.voxel_size
+    if len(voxel_size) != 3 or not all(v > 0 for v in voxel_size):
+        raise ValueError(f"voxel_size must be 3 positive numbers (z, y, x), got {voxel_size}")
+    return dataclasses.replace(volume, voxel_size=voxel_size, unit=unit or volume.unit)
 
 
 @dataclass(frozen=True)
@@ -399,10 +404,18 @@ def shard_resources(
     block_shape: tuple[int, int, int],
     mvox_per_minute: float,
     attempt: int = 1,
+    models: Sequence[str | Path] = (),
+    voxel_size: Sequence[float] | None = None,
+    unit: str | None = None,
+    match_pixel_size: bool = True,
 ) -> dict[str, int]:
-    """Scheduler requests of one predict shard: runtime scales with the shard's voxels, memory with the
-    block size (blocks stream, so the volume's size does not matter); both grow with the retry attempt."""
-    voxels = float(np.prod(io.open_volume(input_path).shape)) / shards
+    """Scheduler requests of one predict shard: runtime scales with the voxels the network computes for
+    the shard (the volume's, times the zoom's area where ``models`` were trained at another pixel size:
+    2.25x for a 6 nm volume and a 4 nm model), memory with the block size (blocks stream, so the
+    volume's size does not matter); both grow with the retry attempt."""
+    volume = with_metadata(io.open_volume(input_path), voxel_size, unit)
+    zoom = zoom_for(models, volume, quiet=True) if match_pixel_size and models else None
+    voxels = float(np.prod(volume.shape)) * (math.prod(zoom) if zoom else 1.0) / shards
     block_mb = float(np.prod(block_shape)) * 4 * 16 / 1e6  # input, halo, probabilities, prefetch queue
     return {
         "runtime": int(attempt * (15 + 2 * voxels / 1e6 / mvox_per_minute)),

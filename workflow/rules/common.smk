@@ -105,14 +105,19 @@ def get_volume_path(wildcards):
     return VOLUMES.loc[wildcards.volume, "path"]
 
 
+def get_sheet_voxel_size(wildcards):
+    """The sheet's voxel_size column (z, y, x in prepare.unit) as strings; empty: the file's own."""
+    size = "" if wildcards.volume == HELD_OUT else VOLUMES.loc[wildcards.volume].get("voxel_size", "")
+    return size.split(",") if size else []
+
+
 def get_volume_metadata_args(wildcards):
     """--voxel-size (in prepare.unit, when set) from the sheet's voxel_size column; none: the file's own."""
-    size = "" if wildcards.volume == HELD_OUT else VOLUMES.loc[wildcards.volume].get("voxel_size", "")
+    size = get_sheet_voxel_size(wildcards)
     if not size:
         return ""
-    args = ["--voxel-size", *size.split(",")]
     unit = config["prepare"].get("unit")
-    return shlex.join(args + (["--unit", unit] if unit else []))
+    return shlex.join(["--voxel-size", *size] + (["--unit", unit] if unit else []))
 
 
 def get_volume_file(wildcards):
@@ -162,12 +167,19 @@ def get_crossval_outputs():
 def get_shard_resources(wildcards, input, attempt):
     from unet_core.predict import shard_resources
 
-    if not os.path.exists(input.volume):  # not made yet: Snakemake decides once it exists
-        raise FileNotFoundError(2, "not created yet", input.volume)
+    models = [input.model] if isinstance(input.model, str) else list(input.model)
+    for path in [input.volume, *models]:  # not made yet: Snakemake decides once they exist
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "not created yet", path)
+    size = get_sheet_voxel_size(wildcards)
     return shard_resources(
         get_volume_path(wildcards),
         shards=config["predict_shards"],
         block_shape=config["predict"].get("block_shape", [1, 512, 512]),
         mvox_per_minute=config["predict_mvox_per_minute"],
         attempt=attempt,
+        models=models,
+        voxel_size=[float(v) for v in size] if size else None,
+        unit=config["prepare"].get("unit") if size else None,
+        match_pixel_size=config["predict"].get("match_pixel_size", True),
     )
