@@ -17,7 +17,6 @@ import numpy as np
 DEFAULT_VOXEL_SIZE = (1.0, 1.0, 1.0)
 #: The OME-NGFF (UDUNITS-2) names of length units that files and people write short.
 UNIT_NAMES = {
-    "a": "angstrom",
     "å": "angstrom",
     "nm": "nanometer",
     "um": "micrometer",
