@@ -120,7 +120,13 @@ def training_pixel_size(paths: Sequence[str | os.PathLike]) -> tuple[tuple[float
         from .export import package_pixel_size  # imported here: it pulls in the export's dependencies
 
         return package_pixel_size(paths[0])
-    states = [load_checkpoint(path, mmap=True) for path in paths]
+    return recorded_pixel_size([load_checkpoint(path, mmap=True) for path in paths], paths)
+
+
+def recorded_pixel_size(
+    states: Sequence[dict[str, Any]], paths: Sequence[str | os.PathLike]
+) -> tuple[tuple[float, ...], str | None] | None:
+    """`training_pixel_size` of checkpoints already loaded (``states``, read from ``paths``)."""
     sizes = {(tuple(s["voxel_size"]), s.get("unit")) if "voxel_size" in s else None for s in states}
     if len(sizes) > 1:
         raise CheckpointError(

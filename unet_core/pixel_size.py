@@ -42,10 +42,10 @@ MAX_ZOOM = 4.0
 TRUNCATE = 4.0
 
 
-def in_nanometers(voxel_size: Sequence[float], unit: str | None) -> tuple[float, float] | None:
+def in_nanometers(voxel_size: Sequence[float] | None, unit: str | None) -> tuple[float, float] | None:
     """The (y, x) pixel size in nm of a (z, y, x) ``voxel_size`` in ``unit``; None where unknown."""
     factor = NANOMETERS.get(ngff_unit(unit) or "")
-    if factor is None or voxel_size is None:
+    if voxel_size is None or factor is None:
         return None
     return float(voxel_size[1]) * factor, float(voxel_size[2]) * factor
 
@@ -69,7 +69,7 @@ def zoom_factors(
     True
     """
     given = in_nanometers(input_size, input_unit)
-    trained = None if trained_size is None else in_nanometers(trained_size, trained_unit)
+    trained = in_nanometers(trained_size, trained_unit)
     if given is None or trained is None:
         return None
     factors = tuple(g / t for g, t in zip(given, trained, strict=True))

@@ -40,7 +40,7 @@ import tifffile
 import torch
 
 from .. import io, model
-from ..checkpoint import load_checkpoint, load_models, training_pixel_size
+from ..checkpoint import load_checkpoint, load_models, recorded_pixel_size
 from ..dataset import TrainingStore, held_out
 from ..evaluate_cells import CELL_METRICS
 from ..inference import TilePredictor
@@ -116,7 +116,7 @@ def export_package(
     _check_request(output, paths, data, metrics, cover, license, name)
     checkpoints = [load_checkpoint(p) for p in paths]  # refuses other programs' files, naming them
     network, normalization = load_models(paths)  # refuses ensembles of other depths or data
-    pixel_size = training_pixel_size(paths)
+    pixel_size = recorded_pixel_size(checkpoints, paths)
     net = _cell_probability(network)
     root = TrainingStore.open(data)
     required = CELL_METRICS if root.labels_kind == "instances" else ISBI_METRICS
