@@ -281,6 +281,20 @@ def test_storage_options_reach_the_store(tmp_path):
     assert sorted(np.unique(weights).tolist()) == pytest.approx(sorted(meta["weights"]["class_weights"]))
 
 
+@pytest.mark.parametrize("balance", [0.0, 0.5])
+def test_class_balance_sets_the_stored_class_weights(tmp_path, balance):
+    raw, labels = _cells_and_raw(n=2)
+    membrane = np.count_nonzero(labels == 0)
+    full = (labels.size / (2 * membrane), labels.size / (2 * (labels.size - membrane)))
+    cfg = PrepareConfig(**_tiff_inputs(tmp_path, raw, labels), w0=0.0, class_balance=balance)
+    prepare(tmp_path / "d.ome.zarr", cfg)
+    root = zarr.open_group(str(tmp_path / "d.ome.zarr"), mode="r")
+    expected = [w**balance for w in full]
+    assert dict(root.attrs)["unet_core"]["weights"]["class_weights"] == pytest.approx(expected)
+    weights = root["weights/0"][...]
+    assert np.allclose(weights[labels == 0], expected[0]) and np.allclose(weights[labels > 0], expected[1])
+
+
 def test_wrong_polarity_is_flagged(tmp_path, caplog):
     raw, labels = _cells_and_raw(n=2)
     with caplog.at_level(logging.WARNING, logger="unet_core.prepare"):
@@ -456,6 +470,7 @@ def test_wrong_membrane_value_lists_only_values_in_the_file(tmp_path):
         ({"compression_level": 12}, "compression level must be an integer from 0 to 9, got 12"),
         ({"w0": -1.0}, "w0 must be a finite number >= 0"),
         ({"sigma": 0.0}, "sigma must be a finite number > 0"),
+        ({"class_balance": 1.5}, r"class balance must lie in \[0, 1\]"),
     ],
 )
 def test_bad_options_are_refused(kwargs, match):

@@ -80,6 +80,14 @@ def test_class_weights_count_instance_ids_as_cell_in_a_volume():
     assert class_weights(volume) == pytest.approx((8 / 10, 8 / 6))
 
 
+def test_class_balance_raises_the_weights_to_its_power():
+    labels = np.array([[0, 255, 255, 255]])
+    assert class_weights(labels, balance=0.5) == pytest.approx((2**0.5, (2 / 3) ** 0.5))
+    assert class_weights(labels, balance=0) == (1.0, 1.0)
+    with pytest.raises(ValueError, match=r"class balance must lie in \[0, 1\]"):
+        class_weights(labels, balance=-0.1)
+
+
 @pytest.mark.parametrize("value", [0, 5])
 def test_class_weights_are_one_when_a_class_is_absent(value):
     assert class_weights(np.full((3, 3), value)) == (1.0, 1.0)

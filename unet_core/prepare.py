@@ -94,6 +94,9 @@ class PrepareConfig:
     w0, sigma : float
         Border term of the weight map (`unet_core.data.weights`); ``w0 = 0`` keeps only the class
         balance and skips the per-cell distance transforms, by far the slowest part of prepare.
+    class_balance : float
+        How far the weight map balances the class frequencies, 0 to 1: w_k = (N / (2 N_k)) ** class_balance
+        (`data.weights.class_weights`); 1 is the paper's balance, 0 weighs membrane and cell pixels alike.
     chunks : (z, y, x) int
         Chunk shape of every array of the store; the chunks are stored in shards of whole slices, one
         file each (`shard_slices`).
@@ -122,6 +125,7 @@ class PrepareConfig:
     unit: str = ""
     w0: float = 10.0
     sigma: float = 5.0
+    class_balance: float = 1.0
     chunks: tuple[int, int, int] = (1, 512, 512)
     compression_level: int = 1
     slab_mb: int = 256
@@ -148,6 +152,7 @@ class PrepareConfig:
             raise ValueError(f"slab_mb must be a positive integer (MiB), got {self.slab_mb!r}")
         io.compressor(self.compression_level)  # validates the level
         border_band(w0=self.w0, sigma=self.sigma)  # validates w0 and sigma
+        class_weights_from_counts(1, 1, self.class_balance)  # validates the balance
 
     def path(self, name: str) -> str:
         """``raw`` or ``labels`` resolved against ``data_dir`` (absolute paths stay as they are)."""
@@ -593,7 +598,7 @@ def prepare(out_path: str | os.PathLike, cfg: PrepareConfig, *, threads: int | N
     log.info(
         "checked %s and %s in %.1f s", source.raw_name, source.labels_name, time.perf_counter() - started
     )
-    balance = class_weights_from_counts(counts.membrane, counts.cells)
+    balance = class_weights_from_counts(counts.membrane, counts.cells, cfg.class_balance)
     with io.atomic_directory(out_path) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)  # w- keeps the locked folder
         _write(_create_store(root, source, cfg, split, balance), source, cfg, step, balance, workers)

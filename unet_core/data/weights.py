@@ -85,13 +85,16 @@ def instances_from_binary(labels: np.ndarray) -> np.ndarray:
     return out[0] if labels.ndim == 2 else out
 
 
-def class_weights(labels: np.ndarray) -> tuple[float, float]:
+def class_weights(labels: np.ndarray, balance: float = 1.0) -> tuple[float, float]:
     """Class-balancing weights (w_membrane, w_cell) from class frequencies.
 
     Parameters
     ----------
     labels : ndarray of int or bool, any shape
         0 = membrane, > 0 = cell (binary or instance labels).
+    balance : float
+        How far to balance, 0 to 1: the weights are raised to this power (1: the paper's balance,
+        0: every pixel weighs 1).
 
     Returns
     -------
@@ -100,9 +103,9 @@ def class_weights(labels: np.ndarray) -> tuple[float, float]:
 
     Notes
     -----
-    With N pixels of which N_k belong to class k: w_k = N / (2 N_k), so both classes contribute
-    w_k N_k = N / 2 to the summed weight and the mean weight over the volume is 1. When one class
-    is absent there is nothing to balance and both weights are 1.
+    With N pixels of which N_k belong to class k: w_k = (N / (2 N_k)) ** balance. At balance 1 both
+    classes contribute w_k N_k = N / 2 to the summed weight and the mean weight over the volume is 1.
+    When one class is absent there is nothing to balance and both weights are 1.
 
     Examples
     --------
@@ -111,19 +114,23 @@ def class_weights(labels: np.ndarray) -> tuple[float, float]:
     """
     labels = _check_label_array(labels, name="labels")
     cells = int(np.count_nonzero(labels))
-    return class_weights_from_counts(labels.size - cells, cells)
+    return class_weights_from_counts(labels.size - cells, cells, balance)
 
 
-def class_weights_from_counts(membrane: int, cells: int) -> tuple[float, float]:
-    """`class_weights` from pixel counts, for callers that stream the labels: w_k = N / (2 N_k).
+def class_weights_from_counts(membrane: int, cells: int, balance: float = 1.0) -> tuple[float, float]:
+    """`class_weights` from pixel counts, for callers that stream the labels: w_k = (N / (2 N_k)) ** balance.
 
     >>> class_weights_from_counts(1, 3)
     (2.0, 0.6666666666666666)
+    >>> class_weights_from_counts(1, 3, balance=0)
+    (1.0, 1.0)
     """
+    if not 0 <= balance <= 1:
+        raise ValueError(f"class balance must lie in [0, 1] (1: the paper's, 0: none), got {balance}")
     if cells == 0 or membrane == 0:
         return 1.0, 1.0
     total = membrane + cells
-    return total / (2 * membrane), total / (2 * cells)
+    return (total / (2 * membrane)) ** balance, (total / (2 * cells)) ** balance
 
 
 def border_band(*, w0: float = 10.0, sigma: float = 5.0, tol: float = BORDER_TOLERANCE) -> float:
