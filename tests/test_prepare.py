@@ -293,6 +293,11 @@ def test_class_balance_sets_the_stored_class_weights(tmp_path, balance):
     assert dict(root.attrs)["unet_core"]["weights"]["class_weights"] == pytest.approx(expected)
     weights = root["weights/0"][...]
     assert np.allclose(weights[labels == 0], expected[0]) and np.allclose(weights[labels > 0], expected[1])
+    # With the border term too: what the whole-volume helper gives at that balance.
+    bordered = PrepareConfig(**_tiff_inputs(tmp_path, raw, labels), class_balance=balance)
+    prepare(tmp_path / "bordered.ome.zarr", bordered)
+    store = TrainingStore.open(tmp_path / "bordered.ome.zarr")
+    assert np.array_equal(store.weights[...], weight_volume(store.instances[...], class_balance=balance))
 
 
 def test_wrong_polarity_is_flagged(tmp_path, caplog):

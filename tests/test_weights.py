@@ -214,6 +214,15 @@ def test_weight_volume_uses_volume_class_weights_and_slice_borders():
         np.testing.assert_array_equal(out[z], expected)
 
 
+def test_weight_volume_balances_classes_as_far_as_asked():
+    volume = np.stack([_random_instances(3, (30, 40)), _random_instances(2, (30, 40))])
+    unbalanced = weight_volume(volume, w0=0.0, class_balance=0.0)
+    assert np.array_equal(unbalanced, np.ones(volume.shape, np.float32))
+    half = weight_volume(volume, w0=0.0, class_balance=0.5)
+    w_membrane, w_cell = class_weights(volume, 0.5)
+    assert np.allclose(half, np.where(volume > 0, w_cell, w_membrane))
+
+
 def test_weight_volume_rejects_a_single_slice():
     with pytest.raises(ValueError, match=r"instances must be 3D, got shape \(2, 2\)"):
         weight_volume(np.zeros((2, 2), dtype=int))

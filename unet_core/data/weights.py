@@ -260,8 +260,11 @@ def weight_map(
     return weights.astype(np.float32)
 
 
-def weight_volume(instances: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
-    """U-Net loss weights of a volume, slice by slice, with class weights of the whole volume.
+def weight_volume(
+    instances: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0, class_balance: float = 1.0
+) -> np.ndarray:
+    """U-Net loss weights of a volume, slice by slice, with class weights of the whole volume: what
+    ``unet-core prepare`` stores (it streams the slices instead of holding the volume).
 
     Parameters
     ----------
@@ -269,6 +272,8 @@ def weight_volume(instances: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0
         Instance labels, 0 = membrane (see :func:`instances_from_binary`).
     w0, sigma : float
         Border-term amplitude and width, as in :func:`weight_map`.
+    class_balance : float
+        How far the class weights balance the class frequencies, 0 to 1, as in :func:`class_weights`.
 
     Returns
     -------
@@ -280,7 +285,7 @@ def weight_volume(instances: np.ndarray, *, w0: float = 10.0, sigma: float = 5.0
     measured within each slice (the paper's data are 2D).
     """
     instances = _check_label_array(instances, name="instances", ndims=(3,))
-    balance = class_weights(instances)
+    balance = class_weights(instances, class_balance)
     out = np.empty(instances.shape, dtype=np.float32)
     for z, plane in enumerate(instances):
         out[z] = weight_map(plane, w0=w0, sigma=sigma, class_weight=balance)
