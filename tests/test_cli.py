@@ -45,7 +45,13 @@ def test_config_sections_become_the_options_that_parse_back_to_them():
     assert _dataclass_from_args(PredictOptions, args) == PredictOptions(
         **predict | {"block_shape": (1, 256, 256)}
     )
-    segment = {"method": "watershed", "threshold": 0.3, "seed_threshold": 0.8, "min_size": 5}
+    segment = {
+        "method": "watershed",
+        "threshold": 0.3,
+        "seed_threshold": 0.8,
+        "seed_min_size": 20,
+        "min_size": 5,
+    }
     args = build_parser().parse_args(["segment", "in", "out", *config_flags(segment)])
     assert _dataclass_from_args(SegmentOptions, args) == SegmentOptions(**segment)
 

@@ -27,6 +27,19 @@ def test_watershed_keeps_cells_apart_across_a_faint_gap():
     assert labels.max() == 2 and labels[4, 10] in (1, 2)
 
 
+def test_seed_min_size_keeps_a_speck_above_the_seed_level_from_cutting_its_cell():
+    prob = np.full((12, 24), 0.6)
+    prob[[0, -1], :] = prob[:, [0, -1]] = 0.1  # one cell, walled in
+    prob[3:9, 3:11] = 0.95  # its core: a seed of 48 px ...
+    prob[5:7, 18:20] = 0.95  # ... and a speck of 4 px above the seed level, apart from it
+    options = {"method": "watershed", "threshold": 0.3, "seed_threshold": 0.7}
+    assert segment_slice(prob, **options).max() == 2  # the speck seeds a cell of its own: a split
+    labels = segment_slice(prob, **options, seed_min_size=5)
+    assert labels.max() == 1 and (labels[1:-1, 1:-1] == 1).all()  # the core floods the speck's pixels
+    assert segment_slice(prob, **options, seed_min_size=4).max() == 2  # a region of the size seeds
+    assert segment_slice(prob, **options, seed_min_size=49).max() == 0  # no seed left: no cell
+
+
 def test_cell_map_keeps_touching_watershed_cells_apart_with_thin_lines():
     rng = np.random.default_rng(0)
     prob = ndimage.gaussian_filter(rng.random((2, 64, 64)), (0, 3, 3))
@@ -284,6 +297,7 @@ def test_bad_file_options_are_refused_before_work(tmp_path, kwargs, match):
         ({"seed_threshold": 1.0, "method": "watershed"}, r"seed_threshold must be a probability in \[0, 1\)"),
         ({"threshold": float("nan")}, "threshold must be a probability"),
         ({"min_size": -3}, "min_size must be >= 0 pixels"),
+        ({"seed_min_size": -1}, "seed_min_size must be >= 0 pixels"),
         ({"seed_height": 0.0}, "seed_height must be a finite number of pixels > 0, got 0.0"),
         ({"seed_height": float("inf")}, "seed_height must be a finite number of pixels > 0, got inf"),
     ],

@@ -81,6 +81,10 @@ class SegmentOptions:
         P(cell) above which a pixel belongs to a cell, in [0, 1).
     seed_threshold : float
         P(cell) above which a pixel seeds a watershed basin, in [0, 1) (``watershed`` only).
+    seed_min_size : int
+        Seed regions of fewer pixels seed no basin: the neighbouring seeds flood their pixels, or these
+        stay boundary where none reaches them (``watershed`` only; 0: every region seeds). A speck above
+        ``seed_threshold`` inside a cell otherwise cuts it with a line of its own.
     seed_height : float
         Pixels by which a maximum of the distance transform must rise above the saddle to a higher one to
         seed a cell of its own, > 0 (``distance`` only: larger merges more).
@@ -91,6 +95,7 @@ class SegmentOptions:
     method: Method = "components"
     threshold: float = 0.5
     seed_threshold: float = 0.9
+    seed_min_size: int = 0
     seed_height: float = 2.0
     min_size: int = 0
 
@@ -103,6 +108,10 @@ class SegmentOptions:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value}")
         if self.min_size < 0:
             raise ValueError(f"min_size must be >= 0 pixels (0: keep every cell), got {self.min_size}")
+        if self.seed_min_size < 0:
+            raise ValueError(
+                f"seed_min_size must be >= 0 pixels (0: every seed region seeds), got {self.seed_min_size}"
+            )
         if not 0 < self.seed_height < math.inf:
             raise ValueError(f"seed_height must be a finite number of pixels > 0, got {self.seed_height}")
 
@@ -113,16 +122,17 @@ def segment_slice(
     threshold: float = SegmentOptions.threshold,
     method: str = SegmentOptions.method,
     seed_threshold: float = SegmentOptions.seed_threshold,
+    seed_min_size: int = SegmentOptions.seed_min_size,
     seed_height: float = SegmentOptions.seed_height,
     min_size: int = SegmentOptions.min_size,
 ) -> np.ndarray:
     """Instance labels (int32, 0 = boundary) of one 2D probability-of-cell map in [0, 1].
 
     ``components`` labels the 4-connected regions of ``prob > threshold``. ``watershed`` seeds one basin
-    per 4-connected region of ``prob > seed_threshold`` and floods ``1 - prob`` within ``prob > threshold``,
-    which keeps cells apart that touch through a faint membrane gap. ``distance`` floods the negated
-    distance transform of ``prob > threshold`` from its maxima of height ``seed_height`` (h-maxima), which
-    cuts touching cells apart at their necks.
+    per 4-connected region of ``prob > seed_threshold`` of at least ``seed_min_size`` pixels and floods
+    ``1 - prob`` within ``prob > threshold``, which keeps cells apart that touch through a faint membrane
+    gap. ``distance`` floods the negated distance transform of ``prob > threshold`` from its maxima of
+    height ``seed_height`` (h-maxima), which cuts touching cells apart at their necks.
     """
     if prob.ndim != 2:
         raise ValueError(f"prob must be a 2D slice, got shape {prob.shape}")
@@ -133,6 +143,8 @@ def segment_slice(
         labels = connected_components(mask, connectivity=1)
     elif method == "watershed":
         markers = connected_components(prob > seed_threshold, connectivity=1)
+        if seed_min_size > 1:
+            markers = remove_small_objects(markers, max_size=seed_min_size - 1)
         labels = watershed(1.0 - prob, markers, mask=mask, connectivity=1)
     else:
         distance = ndimage.distance_transform_edt(mask)
