@@ -106,12 +106,10 @@ class SegmentOptions:
             value = getattr(self, name)
             if not 0 <= value < 1:  # a probability at 1 or above leaves no cell: an empty segmentation
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value}")
-        if self.min_size < 0:
-            raise ValueError(f"min_size must be >= 0 pixels (0: keep every cell), got {self.min_size}")
-        if self.seed_min_size < 0:
-            raise ValueError(
-                f"seed_min_size must be >= 0 pixels (0: every seed region seeds), got {self.seed_min_size}"
-            )
+        sizes = (("min_size", "keep every cell"), ("seed_min_size", "every seed region seeds"))
+        for name, zero_means in sizes:
+            if (size := getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0 pixels (0: {zero_means}), got {size}")
         if not 0 < self.seed_height < math.inf:
             raise ValueError(f"seed_height must be a finite number of pixels > 0, got {self.seed_height}")
 
