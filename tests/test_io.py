@@ -198,6 +198,18 @@ def test_rgb_tiff_is_refused(tmp_path, shape):
         io.open_volume(tmp_path / "rgb.tif")
 
 
+@pytest.mark.parametrize("slices", [3, 4])
+def test_slices_stored_as_planar_rgb_name_the_rewrite(tmp_path, slices):
+    # tifffile.imwrite stores 3 or 4 planes as one planar RGB image unless told they are slices
+    _imwrite(
+        tmp_path / "few.tif", np.zeros((slices, 8, 8), np.uint8), photometric="rgb", planarconfig="separate"
+    )
+    with pytest.raises(io.VolumeError, match=f"few.tif: its {slices} planes .* photometric='minisblack'"):
+        io.open_volume(tmp_path / "few.tif")
+    _imwrite(tmp_path / "few.tif", np.zeros((slices, 8, 8), np.uint8), photometric="minisblack")
+    assert io.open_volume(tmp_path / "few.tif").shape == (slices, 8, 8)
+
+
 def _save_png(path, image):
     from PIL import Image
 

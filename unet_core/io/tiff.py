@@ -68,6 +68,12 @@ def open_tiff(path: Path) -> Volume:
         )
     if "Z" not in axes:  # ImageJ often saves a z-stack as frames (T)
         axes = axes.replace("T", "Z")
+    if axes.startswith("S") and shape[0] in (3, 4):  # what tifffile.imwrite makes of 3 or 4 slices
+        raise VolumeError(
+            f"{path}: its {shape[0]} planes are stored as the colour samples of one RGB image, not as "
+            "slices; if they are slices, write them again one page each (tifffile.imwrite(..., "
+            "photometric='minisblack')); RGB data are not supported"
+        )
     if offset is None:  # compressed or tiled: tifffile's zarr view decodes page by page
         _check_shape(shape, str(path), axes)
         array = _as_zyx(zarr.open(tif.aszarr(series=0, level=0), mode="r"), str(path))
