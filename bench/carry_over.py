@@ -90,7 +90,9 @@ def fold_models(results: Path, fold: int) -> list[Path]:
 
 
 def unet_core(*args: object) -> None:
-    subprocess.run(["unet-core", *map(str, args)], check=True, capture_output=True)
+    done = subprocess.run(["unet-core", *map(str, args)], capture_output=True, text=True)
+    if done.returncode:  # its own error names the file and the fix
+        raise SystemExit(f"unet-core {args[0]} failed:\n{done.stderr[-3000:]}")
 
 
 def score(workdir: Path, models: list[Path], pixel: float, segments: list[str]) -> list[dict]:
