@@ -38,23 +38,13 @@ from skimage.transform import resize
 
 from unet_core.checkpoint import load_checkpoint
 from unet_core.folds import fold_slices
+from unet_core.segment import cell_map
 
 ISBI = Path(__file__).resolve().parents[2] / "shared/data/isbi2012"
 PIXEL_NM = 4.0  # ISBI 2012: 4 x 4 x 50 nm
 CONDITIONS = ("isbi", "x1.25", "x1.5", "x0.667", "contrast", "gamma")
 SCORES = {("segmentation", "rand_error"): "cells Rand", ("segmentation", "warping_error"): "cells warping"}
 SCORES |= {("unet", "rand_error"): "map Rand"}
-
-
-def closed_membranes(cells: np.ndarray) -> np.ndarray:
-    """ISBI labels (255 cell, 0 membrane) of instance labels (Z, Y, X): a pixel whose right or lower
-    neighbour is another cell becomes membrane, so no two cells touch."""
-    inside = cells > 0
-    for axis in (1, 2):
-        ahead = np.moveaxis(cells, axis, 0)
-        contact = (ahead[:-1] != ahead[1:]) & (ahead[:-1] > 0) & (ahead[1:] > 0)
-        np.moveaxis(inside, axis, 0)[:-1] &= ~contact
-    return np.where(inside, 255, 0).astype(np.uint8)
 
 
 def changed(condition: str, raw: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -65,7 +55,8 @@ def changed(condition: str, raw: np.ndarray, labels: np.ndarray) -> tuple[np.nda
         scaled = resize(raw.astype(np.float32), shape, order=1, anti_aliasing=factor < 1, preserve_range=True)
         cells = np.stack([label(s > 0, connectivity=1) for s in labels])
         cells = resize(cells, shape, order=0, anti_aliasing=False, preserve_range=True).astype(np.int32)
-        return _gray(scaled), closed_membranes(cells), PIXEL_NM / factor
+        # the ISBI view of the cells: a contact between two becomes membrane, so cells stay closed
+        return _gray(scaled), np.where(cell_map(cells), 255, 0).astype(np.uint8), PIXEL_NM / factor
     values = raw.astype(np.float32)
     if condition == "contrast":
         return _gray((values - values.mean()) * 0.6 + values.mean() + 25), labels, PIXEL_NM
