@@ -37,7 +37,7 @@ from unet_core import io
 from unet_core.blockwise import ModelHandle, VolumeReference, read_block_input
 from unet_core.checkpoint import save_checkpoint
 from unet_core.inference import TilePredictor, resolve_device
-from unet_core.model import UNet, UNetConfig, bf16_autocast, memory_format
+from unet_core.model import UNet, UNetConfig, bf16_autocast, memory_format, native_bf16
 from unet_core.parallel import in_order
 from unet_core.predict import (
     PROBABILITY_COMPRESSION_LEVEL,
@@ -75,13 +75,18 @@ def make_inputs(folder: Path, args: argparse.Namespace, shape: list[int] | None 
     return checkpoint, source
 
 
-def raw_model_rate(checkpoint: Path, source: Path, args: argparse.Namespace) -> tuple[float, float]:
-    """Output voxels/s of the model alone on the pipeline's own input tiles, and the halo overhead."""
+def raw_model_rate(
+    checkpoint: Path, source: Path, args: argparse.Namespace, fast: bool = True
+) -> tuple[float, float]:
+    """Output voxels/s of the model alone on the pipeline's own input tiles, and the halo overhead;
+    ``fast=False``: in float32 NCHW, the baseline of the defaults (bf16 where native, channels_last)."""
     from unet_core.checkpoint import load_model
 
     device = resolve_device(args.device)
     model, normalization = load_model(checkpoint, device=device)
-    predictor = TilePredictor(model, normalization=normalization, device=device, compile=args.compile)
+    predictor = TilePredictor(
+        model, normalization=normalization, device=device, compile=args.compile, bf16=fast, channels_last=fast
+    )
     array = io.open_volume(source).array
     blocks = plan_blocks(array.shape, args.block)
     tiles = [read_mirrored(array, network_input(b.write_roi, args.depth)[0]) for b in blocks]
@@ -315,6 +320,10 @@ def main() -> None:
         print(f"pipeline Zarr -> Zarr       : {pipe / 1e6:8.3f} Mvox/s")
         print(f"efficiency (pipeline / raw) : {pipe / raw:8.3f}   (target >= 0.85 on CPU)")
         print(f"halo overhead (in/out vox)  : {halo:8.3f}   (target <= 1.5 for the default tile)")
+        plain, _ = raw_model_rate(checkpoint, source, args, fast=False)
+        precision = "bf16" if native_bf16(device) else "float32"
+        print(f"raw model, float32 NCHW     : {plain / 1e6:8.3f} Mvox/s   (one run)")
+        print(f"raw ({precision}, NHWC) / float32 NCHW: {raw / plain:6.3f}")
         values = io.open_volume(folder / "output0.ome.zarr").array[...]
         (folder / "levels").mkdir()
         shipped_ms, shipped_ratio = chunk_write_ms(values, folder / "levels", PROBABILITY_COMPRESSION_LEVEL)

@@ -23,7 +23,7 @@ from unet_core.inference import TilePredictor, predict_array
 from unet_core.model import UNet, UNetConfig
 from unet_core.predict import PredictOptions, predict_file
 
-# float32, as the package computes (predict's bf16 default applies on CPUs with AMX units)
+# float32, as the package computes (predict's bf16 default applies on CPUs with AMX or AVX512-BF16)
 FLOAT = PredictOptions(output_dtype="float32", block_shape=(1, 32, 32), bf16=False)
 
 

@@ -46,7 +46,7 @@ def test_docstring_examples():
 
 
 def test_the_cpu_defaults_bf16_and_nhwc_agree_with_float32_nchw():
-    """bf16 autocast (on CPUs with AMX units) and channels_last are the CPU's defaults: they change the
+    """bf16 autocast (on CPUs with AMX or AVX512-BF16) and channels_last are the CPU's defaults: they change the
     probabilities by bf16's rounding at most, never by a misplaced axis."""
     torch.manual_seed(0)
     net = UNet(UNetConfig(depth=2, width=8, norm="batch")).eval()
@@ -64,11 +64,16 @@ def test_the_cpu_defaults_bf16_and_nhwc_agree_with_float32_nchw():
     assert np.abs(fast - plain).max() <= tolerance
 
 
-def test_native_bf16_is_cuda_or_a_cpu_with_amx(monkeypatch):
+def test_native_bf16_is_cuda_or_a_cpu_with_amx_or_avx512_bf16(monkeypatch):
     assert native_bf16(torch.device("cuda"))
-    amx = torch.cpu._is_amx_tile_supported()
-    assert native_bf16(torch.device("cpu")) == amx
-    assert isinstance(model.bf16_autocast(torch.device("cpu"), True), torch.autocast) == amx
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert native_bf16(torch.device("cpu")) == native
+    assert isinstance(model.bf16_autocast(torch.device("cpu"), True), torch.autocast) == native
     assert not isinstance(model.bf16_autocast(torch.device("cpu"), False), torch.autocast)
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the private probe
+    for amx, avx512_bf16 in [(True, False), (False, True), (False, False)]:  # each unit alone is enough
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert native_bf16(torch.device("cpu")) == (amx or avx512_bf16)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the private probes
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     assert not native_bf16(torch.device("cpu"))

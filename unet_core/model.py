@@ -164,11 +164,12 @@ class UNet(nn.Module):
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 in hardware: CUDA GPUs, and CPUs with AMX units (Intel Xeon
-    from the 4th generation on). Elsewhere bfloat16 is emulated and slower than float32."""
+    from the 4th generation on) or AVX512-BF16 instructions (AMD EPYC from Zen 4 on, Intel Cooper Lake).
+    Elsewhere bfloat16 is emulated and slower than float32."""
     if device.type == "cuda":
         return True
-    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private torch API: absent means no
-    return device.type == "cpu" and has_amx is not None and bool(has_amx())
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private torch API: absent means no
+    return device.type == "cpu" and any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def bf16_autocast(device: torch.device, bf16: bool) -> AbstractContextManager:

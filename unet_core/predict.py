@@ -67,8 +67,8 @@ class PredictOptions:
     device : str
         ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:<index>``.
     bf16 : bool
-        bfloat16 autocast where the hardware computes it: CUDA GPUs and CPUs with AMX units (Intel Xeon
-        4th generation on); other CPUs compute in float32, where bfloat16 would be emulated.
+        bfloat16 autocast where the hardware computes it: CUDA GPUs and CPUs with AMX units or
+        AVX512-BF16 (`model.native_bf16`); other CPUs compute in float32, where bfloat16 is emulated.
     channels_last : bool
         NHWC memory layout: faster convolutions on tensor cores and in oneDNN's CPU kernels.
     compile : bool

@@ -155,7 +155,7 @@ The U-Net of Ronneberger, Fischer and Brox (2015) {SUBJECT[labels_kind]}
   tile (the declared halo: the context its other pixels need) are zeros, which tiling consumers crop: they
   overlap tiles by the halo and mirror the image at its border. Tiles laid that way from the image's
   corner share one pooling grid and give the values of `unet-core predict --no-bf16` of the image (float32,
-  as here; its bf16 default on GPUs and AMX CPUs differs by bf16's rounding), wherever its
+  as here; its bf16 default on GPUs and bf16-capable CPUs differs by bf16's rounding), wherever its
   sides are multiples of {2**depth}: otherwise bioimageio.core moves the last tile back to end at the
   border, off the grid, and its pixels differ (a pooling U-Net's output depends on the grid's phase).
 - Test-time augmentation is not part of the package.
