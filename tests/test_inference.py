@@ -46,8 +46,8 @@ def test_docstring_examples():
 
 
 def test_the_cpu_defaults_bf16_and_nhwc_agree_with_float32_nchw():
-    """bf16 autocast (on CPUs with AMX or AVX512-BF16) and channels_last are the CPU's defaults: they change the
-    probabilities by bf16's rounding at most, never by a misplaced axis."""
+    """bf16 autocast (on CPUs with AMX or AVX512-BF16) and channels_last are the CPU's defaults: they
+    change the probabilities by bf16's rounding at most, never by a misplaced axis."""
     torch.manual_seed(0)
     net = UNet(UNetConfig(depth=2, width=8, norm="batch")).eval()
     with torch.no_grad():  # statistics away from 0 and 1, so the probabilities spread
