@@ -8,8 +8,8 @@ Both use the same model, tile size and batch, measured one after the other in th
 - with --contended: the bare step again while --workers processes augment tiles without pause (the loader
   workers' CPU load without their data), which tells a host slowed by busy CPUs (shared cores, memory
   bandwidth) from the cost of moving tiles between processes when the full loop falls short;
-- the bare step in float32 and NCHW, the baseline of bf16 autocast and channels_last (on a CPU without
-  AMX units, where bf16 does not apply, the ratio is that of the layout alone).
+- the bare step in float32 and NCHW, the baseline of bf16 autocast and channels_last (on a CPU with
+  neither AMX units nor AVX512-BF16, where bf16 does not apply, the ratio is that of the layout alone).
 
     python bench/train.py                      # CPU: depth 3, width 16, 188 tiles
     python bench/train.py --batch 2 --norm batch --steps 200   # config/isbi2012_cpu.yaml's network
