@@ -71,7 +71,7 @@ def test_native_bf16_is_cuda_or_a_cpu_with_amx_or_avx512_bf16(monkeypatch):
     assert isinstance(model.bf16_autocast(torch.device("cpu"), True), torch.autocast) == native
     assert not isinstance(model.bf16_autocast(torch.device("cpu"), False), torch.autocast)
     for amx, avx512_bf16 in [(True, False), (False, True), (False, False)]:  # each unit alone is enough
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         assert native_bf16(torch.device("cpu")) == (amx or avx512_bf16)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the private probes
